@@ -1,3 +1,5 @@
+//! portcullis binary: parse the command line, run it, map the result to an exit code.
+
 fn main() {
-    println!("Hello, world!");
+    std::process::exit(portcullis::cli::main());
 }

@@ -1,0 +1,303 @@
+//! Authentication: one file per config `kind`, one enum that dispatches with `match` (no
+//! boxed future per request; adding a kind is a compile error wherever it must be handled),
+//! and the any/all pipeline in `pipeline.rs`.
+//!
+//! Invariants: authenticators only *read* a borrowed view of the request; only the pipeline
+//! strips credentials and writes identity headers. "Absent" (not my kind of credential) is
+//! not "Reject" (mine and wrong); "Unavailable" fails closed.
+
+pub mod none;
+pub mod pipeline;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Uri};
+
+use crate::config::{ClientAuthMode, Problems, raw};
+use crate::conn::ConnInfo;
+
+/// How a request was admitted, as forwarded in `X-Auth-Method`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// Public route.
+    None,
+    /// HTTP Basic.
+    Basic,
+    /// API key.
+    ApiKey,
+    /// JWT bearer token.
+    Jwt,
+    /// RFC 7662 token introspection.
+    Introspection,
+    /// Client certificate.
+    Mtls,
+}
+
+impl AuthMethod {
+    /// The SPEC name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::None => "none",
+            AuthMethod::Basic => "basic",
+            AuthMethod::ApiKey => "api_key",
+            AuthMethod::Jwt => "jwt",
+            AuthMethod::Introspection => "introspection",
+            AuthMethod::Mtls => "mtls",
+        }
+    }
+}
+
+/// A verified identity produced by one authenticator.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// Which method admitted.
+    pub method: AuthMethod,
+    /// `X-Auth-Subject`; empty for `none`.
+    pub subject: String,
+    /// Granted scopes.
+    pub scopes: Arc<[String]>,
+    /// Token claims (jwt, introspection) for `require.claims`.
+    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    /// RFC 8705 `cnf.x5t#S256` of a certificate-bound token.
+    pub cnf_x5t_s256: Option<Arc<str>>,
+    /// Extra headers for the upstream (e.g. `forward_claims`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Forward `Authorization` unchanged (`forward_token = true`).
+    pub keep_authorization: bool,
+}
+
+impl Identity {
+    /// An identity with no scopes, claims or extra headers.
+    pub fn new(method: AuthMethod, subject: impl Into<String>) -> Self {
+        Identity {
+            method,
+            subject: subject.into(),
+            scopes: Arc::from(Vec::new()),
+            claims: None,
+            cnf_x5t_s256: None,
+            headers: Vec::new(),
+            keep_authorization: false,
+        }
+    }
+}
+
+/// Why a present credential was refused (never sent to the client beyond the category).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Malformed or wrong credential.
+    Invalid,
+    /// Token invalid (RFC 6750 `invalid_token`).
+    InvalidToken,
+    /// Expired credential.
+    Expired,
+}
+
+/// One authenticator's verdict.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Verified.
+    Admit(Identity),
+    /// No credential of this kind on the request.
+    Absent,
+    /// A credential of this kind, and it is wrong.
+    Reject(RejectReason),
+    /// Authenticated but not allowed (e.g. certificate not on the allow-list) -> 403.
+    Forbidden,
+    /// Backend down and nothing valid cached -> 503 (fail closed).
+    Unavailable,
+    /// Too many failures -> 429 with this `Retry-After`.
+    Locked(Duration),
+}
+
+/// The result label of `portcullis_auth_decisions_total`.
+pub fn outcome_label(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Admit(_) => "admit",
+        Outcome::Absent => "absent",
+        Outcome::Reject(_) | Outcome::Forbidden => "reject",
+        Outcome::Unavailable => "unavailable",
+        Outcome::Locked(_) => "locked",
+    }
+}
+
+/// What an authenticator sees: a borrowed view of the request, never the body.
+pub struct RequestView<'a> {
+    /// Method.
+    pub method: &'a Method,
+    /// Request target as received.
+    pub uri: &'a Uri,
+    /// Request headers as received.
+    pub headers: &'a HeaderMap,
+    /// Facts about the connection (peer address, client certificate).
+    pub conn: &'a ConnInfo,
+}
+
+/// Where a credential travels, so the pipeline can strip it before forwarding.
+#[derive(Clone, Debug, Default)]
+pub struct Consumes {
+    /// Headers removed before forwarding.
+    pub headers: Vec<HeaderName>,
+    /// Query parameters removed from the forwarded URI.
+    pub query: Vec<String>,
+}
+
+/// Facts an authenticator's builder may need.
+pub struct BuildContext {
+    /// Directory of the config file, for relative paths.
+    pub config_dir: PathBuf,
+    /// Whether and how client certificates are requested.
+    pub client_auth: Option<ClientAuthMode>,
+}
+
+/// Every authenticator kind.
+pub enum Authenticator {
+    /// `kind = "none"`.
+    None(none::NoneAuth),
+}
+
+/// Kinds recognised in config files.
+pub const KINDS: &[&str] = &["none", "basic", "api_key", "jwt", "introspection", "mtls"];
+
+/// Builds one `[authenticators.NAME]`, recording problems under `base`.
+pub fn build(
+    name: &str,
+    r: &raw::Authenticator,
+    base: &str,
+    _ctx: &BuildContext,
+    problems: &mut Problems,
+) -> Option<Authenticator> {
+    match r.kind.as_str() {
+        "none" => {
+            reject_foreign_keys(problems, base, r, &[]);
+            Some(Authenticator::None(none::NoneAuth))
+        }
+        k if KINDS.contains(&k) => {
+            problems.push(
+                format!("{base}.kind"),
+                format!("authenticator kind \"{k}\" is not supported yet by this build; \"{name}\" cannot be used"),
+            );
+            None
+        }
+        k => {
+            problems.push(
+                format!("{base}.kind"),
+                format!(
+                    "unknown authenticator kind \"{k}\" (expected one of {})",
+                    KINDS.join(", ")
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Records a problem for every key set on `r` that is not in `allowed` (besides `kind`).
+pub fn reject_foreign_keys(
+    problems: &mut Problems,
+    base: &str,
+    r: &raw::Authenticator,
+    allowed: &[&str],
+) {
+    let set: [(&str, bool); 34] = [
+        ("realm", r.realm.is_some()),
+        ("users_file", r.users_file.is_some()),
+        ("users", r.users.is_some()),
+        ("cache_ttl", r.cache_ttl.is_some()),
+        ("cache_size", r.cache_size.is_some()),
+        ("header", r.header.is_some()),
+        ("query", r.query.is_some()),
+        ("keys", r.keys.is_some()),
+        ("issuer", r.issuer.is_some()),
+        ("audiences", r.audiences.is_some()),
+        ("jwks_url", r.jwks_url.is_some()),
+        ("jwks_file", r.jwks_file.is_some()),
+        ("public_key_file", r.public_key_file.is_some()),
+        ("secret", r.secret.is_some()),
+        ("secret_file", r.secret_file.is_some()),
+        ("secret_env", r.secret_env.is_some()),
+        ("ca", r.ca.is_some()),
+        ("algorithms", r.algorithms.is_some()),
+        ("leeway", r.leeway.is_some()),
+        ("refresh_interval", r.refresh_interval.is_some()),
+        ("min_refresh_interval", r.min_refresh_interval.is_some()),
+        ("forward_token", r.forward_token.is_some()),
+        ("forward_claims", r.forward_claims.is_some()),
+        ("endpoint", r.endpoint.is_some()),
+        ("client_id", r.client_id.is_some()),
+        ("client_secret", r.client_secret.is_some()),
+        ("client_secret_file", r.client_secret_file.is_some()),
+        ("client_secret_env", r.client_secret_env.is_some()),
+        ("auth_method", r.auth_method.is_some()),
+        ("timeout", r.timeout.is_some()),
+        ("negative_cache_ttl", r.negative_cache_ttl.is_some()),
+        ("allow", r.allow.is_some()),
+        ("kind", false),
+        ("", false),
+    ];
+    for (key, is_set) in set {
+        if is_set && !allowed.contains(&key) {
+            problems.push(
+                format!("{base}.{key}"),
+                format!("key `{key}` does not apply to kind \"{}\"", r.kind),
+            );
+        }
+    }
+}
+
+impl Authenticator {
+    /// Runs this authenticator against one request.
+    pub async fn authenticate(&self, req: &RequestView<'_>) -> Outcome {
+        match self {
+            Authenticator::None(a) => a.authenticate(req),
+        }
+    }
+
+    /// The method reported upstream.
+    pub fn method(&self) -> AuthMethod {
+        match self {
+            Authenticator::None(_) => AuthMethod::None,
+        }
+    }
+
+    /// `WWW-Authenticate` challenge offered on 401, if this kind has one; `rejected` asks
+    /// for the RFC 6750 `error="invalid_token"` form where a token was refused.
+    pub fn challenge(&self, rejected: bool) -> Option<&HeaderValue> {
+        let _ = rejected;
+        match self {
+            Authenticator::None(_) => None,
+        }
+    }
+
+    /// The realm used in Bearer challenges, for token kinds.
+    pub fn bearer_realm(&self) -> Option<&str> {
+        None
+    }
+
+    /// Where this kind's credential travels.
+    pub fn consumes(&self) -> Consumes {
+        match self {
+            Authenticator::None(_) => Consumes::default(),
+        }
+    }
+
+    /// Whether this kind grants scopes (for `require.scopes` validation).
+    pub fn grants_scopes(&self) -> bool {
+        false
+    }
+
+    /// Whether this kind verifies bearer tokens (claims, bound tokens).
+    pub fn is_token(&self) -> bool {
+        false
+    }
+
+    /// Whether this kind's backend is ready (e.g. JWKS loaded) for `/readyz`.
+    pub fn ready(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Starts background work (JWKS refresh) for the snapshot that owns this authenticator.
+    pub fn start(self: &Arc<Self>) {}
+}

@@ -1,0 +1,14 @@
+//! `kind = "none"`: a public route. Admits every request with an empty subject; the
+//! pipeline still strips any client-sent identity headers.
+
+use super::{AuthMethod, Identity, Outcome, RequestView};
+
+/// The public authenticator.
+pub struct NoneAuth;
+
+impl NoneAuth {
+    /// Always admits.
+    pub fn authenticate(&self, _req: &RequestView<'_>) -> Outcome {
+        Outcome::Admit(Identity::new(AuthMethod::None, ""))
+    }
+}

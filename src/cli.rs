@@ -1,0 +1,239 @@
+//! The command line (clap derive), one function per subcommand. Exit codes: 0 ok,
+//! 1 invalid config or files (or a failed run), 2 usage error (clap's own).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// portcullis: an authenticating TLS reverse proxy.
+#[derive(Parser, Debug)]
+#[command(name = "portcullis", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve.
+    Run {
+        /// Config file.
+        #[arg(long, short, default_value = "config/portcullis.toml")]
+        config: PathBuf,
+    },
+    /// Validate the config and every file it names; print `ok` or every problem.
+    Check {
+        /// Config file.
+        #[arg(long, short, default_value = "config/portcullis.toml")]
+        config: PathBuf,
+    },
+    /// Self-contained tour on loopback with every implemented authenticator kind.
+    Demo {
+        /// Public port (0 = any free port).
+        #[arg(long, default_value_t = 8443)]
+        port: u16,
+    },
+    /// Read a password from stdin and print an argon2id PHC string.
+    HashPassword {
+        /// argon2 memory cost in KiB.
+        #[arg(long, default_value_t = 19456)]
+        m_cost: u32,
+        /// argon2 iterations.
+        #[arg(long, default_value_t = 2)]
+        t_cost: u32,
+        /// argon2 parallelism.
+        #[arg(long, default_value_t = 1)]
+        p_cost: u32,
+    },
+    /// Print a new API key and its `sha256:` hash.
+    GenApiKey {
+        /// Key prefix.
+        #[arg(long, default_value = "pk")]
+        prefix: String,
+    },
+    /// Write a development CA, server and client certificates.
+    Certs {
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Server host names / IPs (default: localhost, 127.0.0.1).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// Also issue a client certificate with this name (NAME.crt / NAME.key), reusing
+        /// an existing ca.crt/ca.key in --out if present.
+        #[arg(long)]
+        client: Option<String>,
+        /// URI SANs for the client certificate (e.g. spiffe://example.org/billing).
+        #[arg(long = "uri")]
+        uris: Vec<String>,
+    },
+}
+
+/// Runs the CLI and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => run(config),
+        Command::Check { config } => check(config),
+        Command::Demo { port } => crate::demo::run(port),
+        Command::HashPassword {
+            m_cost,
+            t_cost,
+            p_cost,
+        } => hash_password(m_cost, t_cost, p_cost),
+        Command::GenApiKey { prefix } => gen_api_key(&prefix),
+        Command::Certs {
+            out,
+            hosts,
+            client,
+            uris,
+        } => certs(out, hosts, client, uris),
+    }
+}
+
+fn check(path: PathBuf) -> i32 {
+    match crate::config::load(&path) {
+        Ok(_) => {
+            println!("ok");
+            0
+        }
+        Err(e) => {
+            println!("{e}");
+            1
+        }
+    }
+}
+
+/// Builds the runtime with `workers` threads.
+pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .max_blocking_threads(64)
+        .enable_all()
+        .build()
+}
+
+fn run(path: PathBuf) -> i32 {
+    let config = match crate::config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    crate::telemetry::init(&config.log);
+    let rt = match runtime(config.server.workers) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start runtime: {e}");
+            return 1;
+        }
+    };
+    let result = rt.block_on(async move {
+        let running = crate::server::start(config).await?;
+        running.serve_until_signal().await
+    });
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = %e, "portcullis stopped");
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+fn hash_password(m: u32, t: u32, p: u32) -> i32 {
+    let stdin = std::io::stdin();
+    let password = if stdin.is_terminal() {
+        match rpassword::prompt_password("password: ") {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("cannot read password: {e}");
+                return 1;
+            }
+        }
+    } else {
+        let mut line = String::new();
+        if let Err(e) = stdin.lock().read_line(&mut line) {
+            eprintln!("cannot read password: {e}");
+            return 1;
+        }
+        let trimmed = line.strip_suffix('\n').unwrap_or(&line);
+        trimmed.strip_suffix('\r').unwrap_or(trimmed).to_string()
+    };
+    if password.is_empty() {
+        eprintln!("empty password refused");
+        return 1;
+    }
+    match crate::credentials::hash_password(&password, m, t, p) {
+        Ok(h) => {
+            println!("{h}");
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            2
+        }
+    }
+}
+
+fn gen_api_key(prefix: &str) -> i32 {
+    if !prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        eprintln!("prefix must be letters, digits or _");
+        return 2;
+    }
+    let (key, hash) = crate::credentials::new_api_key(prefix);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{key}");
+    let _ = writeln!(out, "{hash}");
+    0
+}
+
+fn certs(out: PathBuf, mut hosts: Vec<String>, client: Option<String>, uris: Vec<String>) -> i32 {
+    if hosts.is_empty() {
+        hosts = vec!["localhost".into(), "127.0.0.1".into()];
+    }
+    let result = match &client {
+        Some(name) => {
+            let ca_crt = out.join("ca.crt");
+            let ca_key = out.join("ca.key");
+            let ca = if ca_crt.exists() && ca_key.exists() {
+                std::fs::read_to_string(&ca_crt)
+                    .and_then(|c| std::fs::read_to_string(&ca_key).map(|k| (c, k)))
+                    .map_err(|e| e.to_string())
+                    .and_then(|(c, k)| crate::certs::Ca::load(&c, &k).map_err(|e| e.to_string()))
+            } else {
+                crate::certs::write_dev_set(&out, &hosts, "client", &[])
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        let c = std::fs::read_to_string(&ca_crt).map_err(|e| e.to_string())?;
+                        let k = std::fs::read_to_string(&ca_key).map_err(|e| e.to_string())?;
+                        crate::certs::Ca::load(&c, &k).map_err(|e| e.to_string())
+                    })
+            };
+            ca.and_then(|ca| {
+                crate::certs::write_client(&out, &ca, name, &uris).map_err(|e| e.to_string())
+            })
+        }
+        None => {
+            crate::certs::write_dev_set(&out, &hosts, "client", &uris).map_err(|e| e.to_string())
+        }
+    };
+    match result {
+        Ok(()) => {
+            println!("wrote certificates to {}", out.display());
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! Loading the one TOML file: text -> spanned document -> raw serde types (per section, so
+//! one typo does not hide the next) -> validated `Config`, with every problem reported at
+//! once as `FILE:LINE: KEY.PATH: message`. Files the config names (certs, keys, user
+//! files, secrets) are read here, so `portcullis check` proves they load.
+
+pub mod error;
+pub mod raw;
+pub mod secret;
+pub mod units;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::de::DeserializeOwned;
+use toml::de::DeTable;
+
+pub use error::{ConfigError, Problem, Problems};
+
+use crate::auth::Authenticator;
+
+/// A validated configuration: every reference resolved, every file loaded.
+pub struct Config {
+    /// The file this was loaded from.
+    pub path: PathBuf,
+    /// `[server]`.
+    pub server: Server,
+    /// `[admin]`.
+    pub admin: Admin,
+    /// `[log]`.
+    pub log: Log,
+    /// `[upstreams.*]`, sorted by name.
+    pub upstreams: Vec<Upstream>,
+    /// `[authenticators.*]`, sorted by name, built and ready.
+    pub authenticators: Vec<(String, Arc<Authenticator>)>,
+    /// `[[routes]]` in file order.
+    pub routes: Vec<Route>,
+}
+
+/// `[server]`.
+pub struct Server {
+    /// Public listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// How long SIGTERM waits for in-flight requests.
+    pub shutdown_grace: Duration,
+    /// Runtime worker threads.
+    pub workers: usize,
+    /// Server TLS; `None` only with `insecure_plaintext`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Whether `[server.tls.client_auth]` is configured.
+    pub client_auth: Option<ClientAuthMode>,
+    /// Peers whose `X-Forwarded-For` is appended to rather than replaced.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `[server.lockout]`.
+    pub lockout: Lockout,
+    /// `[server.limits]`.
+    pub limits: Limits,
+}
+
+/// `client_auth.mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuthMode {
+    /// Handshake succeeds without a certificate; routes decide.
+    Optional,
+    /// Handshake fails without a valid certificate.
+    Required,
+}
+
+/// `[server.lockout]`.
+#[derive(Clone, Debug)]
+pub struct Lockout {
+    /// Off only for trusted back-office networks.
+    pub enabled: bool,
+    /// Failures per key within `window` before a lockout.
+    pub max_failures: u32,
+    /// Failure counting window.
+    pub window: Duration,
+    /// First lockout; doubles on each repeat.
+    pub lockout: Duration,
+    /// Cap of the doubling.
+    pub max_lockout: Duration,
+    /// Bound on tracked keys (IPs and names).
+    pub max_entries: usize,
+}
+
+/// `[server.limits]`.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Maximum request header block.
+    pub max_header_bytes: usize,
+    /// Maximum request body, enforced while streaming.
+    pub max_body_bytes: u64,
+    /// Time allowed to send the request headers.
+    pub header_read_timeout: Duration,
+    /// Bound on the whole upstream exchange up to response headers.
+    pub request_timeout: Duration,
+    /// Keep-alive connections idle this long are closed.
+    pub idle_timeout: Duration,
+    /// Concurrent public connections.
+    pub max_connections: usize,
+}
+
+/// `[admin]`.
+pub struct Admin {
+    /// Admin listener address (plain HTTP).
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug)]
+pub struct Log {
+    /// JSON lines (default) or human text.
+    pub json: bool,
+    /// `tracing` filter directive.
+    pub level: String,
+}
+
+/// `[upstreams.NAME]`.
+pub struct Upstream {
+    /// Its name.
+    pub name: String,
+    /// Parsed targets.
+    pub targets: Vec<Target>,
+    /// TCP+TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Time to wait for response headers.
+    pub timeout: Duration,
+    /// Roots for https targets (`None`: webpki roots).
+    pub ca: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
+    /// Active health checking.
+    pub health_check: Option<HealthCheck>,
+}
+
+/// One upstream target.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// `http` or `https`.
+    pub https: bool,
+    /// `host:port` as written.
+    pub authority: http::uri::Authority,
+}
+
+/// `health_check = { path, interval }`.
+#[derive(Clone, Debug)]
+pub struct HealthCheck {
+    /// Path probed with GET.
+    pub path: String,
+    /// Probe interval.
+    pub interval: Duration,
+    /// Probe timeout.
+    pub timeout: Duration,
+}
+
+/// `[[routes]]`.
+pub struct Route {
+    /// Name used in metrics and logs.
+    pub name: String,
+    /// Path prefix, without a trailing slash (except `/`).
+    pub path_prefix: String,
+    /// Allowed methods; empty = all.
+    pub methods: Vec<http::Method>,
+    /// Host (lower-case, no port); `None` = any.
+    pub host: Option<String>,
+    /// Index into `Config::upstreams`.
+    pub upstream: usize,
+    /// Authentication expression over indexes into `Config::authenticators`.
+    pub auth: AuthExpr,
+    /// Authorization after authentication.
+    pub require: Require,
+}
+
+/// A route's `auth`: never empty (validation refuses `any = []`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthExpr {
+    /// Any one admits (tried in order).
+    Any(Vec<usize>),
+    /// All must admit.
+    All(Vec<usize>),
+}
+
+/// `require = { ... }`.
+#[derive(Clone, Debug, Default)]
+pub struct Require {
+    /// Every scope must be granted.
+    pub scopes: Vec<String>,
+    /// Claim name -> required value.
+    pub claims: Vec<(String, String)>,
+    /// Token must be certificate-bound (RFC 8705) to this connection's certificate.
+    pub bound_token: bool,
+}
+
+/// Resolves a path from the config: as written if it exists (relative to the working
+/// directory), else relative to the config file's directory.
+pub fn resolve_path(config_dir: &Path, p: &str) -> PathBuf {
+    let direct = PathBuf::from(p);
+    if direct.is_absolute() || direct.exists() {
+        return direct;
+    }
+    let alt = config_dir.join(p);
+    if alt.exists() { alt } else { direct }
+}
+
+/// Loads and validates `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        problems: vec![Problem {
+            file: path.to_path_buf(),
+            line: 0,
+            path: String::new(),
+            message: format!("cannot read config file: {e}"),
+        }],
+    })?;
+    load_str(path, &src)
+}
+
+/// Loads and validates config text; `path` names it in errors and anchors relative paths.
+pub fn load_str(path: &Path, src: &str) -> Result<Config, ConfigError> {
+    let doc = match DeTable::parse(src) {
+        Ok(d) => d,
+        Err(e) => {
+            let line = e.span().map_or(1, |s| error::line_of(src, s.start));
+            return Err(ConfigError {
+                problems: vec![Problem {
+                    file: path.to_path_buf(),
+                    line,
+                    path: String::new(),
+                    message: format!("invalid TOML: {}", e.message().trim()),
+                }],
+            });
+        }
+    };
+    let mut problems = Problems::default();
+    let table: toml::Table = match toml::from_str(src) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push("", format!("invalid TOML: {}", e.message().trim()));
+            return Err(problems.into_error(path, src, Some(doc.get_ref())));
+        }
+    };
+    let config_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let result = validate::validate(table, path, &config_dir, &mut problems);
+    match result {
+        Some(c) if problems.is_empty() => Ok(c),
+        _ => {
+            if problems.is_empty() {
+                problems.push("", "invalid configuration");
+            }
+            Err(problems.into_error(path, src, Some(doc.get_ref())))
+        }
+    }
+}
+
+/// Deserializes one section, recording a problem with the exact key path on failure.
+pub(crate) fn section<T: DeserializeOwned>(
+    problems: &mut Problems,
+    base: &str,
+    value: toml::Value,
+) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let mut msg = e.inner().message().trim().to_string();
+            let mut path = match (base.is_empty(), inner.as_str()) {
+                (_, ".") => base.to_string(),
+                (true, p) => p.to_string(),
+                (false, p) if p.starts_with('[') => format!("{base}{p}"),
+                (false, p) => format!("{base}.{p}"),
+            };
+            // serde reports unknown fields at the parent; name the key itself.
+            if let Some(rest) = msg.strip_prefix("unknown field `") {
+                if let Some(end) = rest.find('`') {
+                    let key = &rest[..end];
+                    path = if path.is_empty() {
+                        key.to_string()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    msg = format!("unknown key `{key}`{}", &rest[end + 1..]);
+                }
+            }
+            problems.push(path, msg);
+            None
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The serde shape of the TOML file and nothing else: every table denies unknown keys, so
+//! a typo is an error rather than a silently ignored setting. Semantic checks live in
+//! `validate.rs`, which turns these types into `Config`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::units::{Dur, Size};
+
+/// `[server]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: Option<Vec<String>>,
+    pub shutdown_grace: Option<Dur>,
+    pub workers: Option<i64>,
+    pub insecure_plaintext: Option<bool>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub tls: Option<Tls>,
+    pub lockout: Option<Lockout>,
+    pub limits: Option<Limits>,
+}
+
+/// `[server.tls]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub min_version: Option<String>,
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// `[server.tls.client_auth]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuth {
+    /// One PEM file or a list of them.
+    pub ca: Option<toml::Value>,
+    pub mode: Option<String>,
+    pub crls: Option<Vec<String>>,
+    /// Accepted here too because SPEC's sample places it after this table header.
+    pub trusted_proxies: Option<Vec<String>>,
+}
+
+/// `[server.lockout]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lockout {
+    pub enabled: Option<bool>,
+    pub max_failures: Option<i64>,
+    pub window: Option<Dur>,
+    pub lockout: Option<Dur>,
+    pub max_lockout: Option<Dur>,
+    pub max_entries: Option<i64>,
+}
+
+/// `[server.limits]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_header_bytes: Option<Size>,
+    pub max_body_bytes: Option<Size>,
+    pub header_read_timeout: Option<Dur>,
+    pub request_timeout: Option<Dur>,
+    pub idle_timeout: Option<Dur>,
+    pub max_connections: Option<i64>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    pub listen: Option<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}
+
+/// `[upstreams.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub targets: Vec<String>,
+    pub connect_timeout: Option<Dur>,
+    pub timeout: Option<Dur>,
+    pub ca: Option<String>,
+    pub health_check: Option<HealthCheck>,
+}
+
+/// `upstreams.NAME.health_check`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    pub path: Option<String>,
+    pub interval: Option<Dur>,
+    pub timeout: Option<Dur>,
+}
+
+/// `[authenticators.NAME]`: the union of every kind's keys. `validate.rs` dispatches on
+/// `kind` and reports keys that do not belong to it (no `#[serde(tag)]`: it loses spans
+/// and defeats `deny_unknown_fields`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Authenticator {
+    pub kind: String,
+    // basic
+    pub realm: Option<String>,
+    pub users_file: Option<String>,
+    pub users: Option<BTreeMap<String, String>>,
+    pub cache_ttl: Option<Dur>,
+    pub cache_size: Option<i64>,
+    // api_key
+    pub header: Option<String>,
+    pub query: Option<String>,
+    pub keys: Option<Vec<ApiKey>>,
+    // jwt
+    pub issuer: Option<String>,
+    pub audiences: Option<Vec<String>>,
+    pub jwks_url: Option<String>,
+    pub jwks_file: Option<String>,
+    pub public_key_file: Option<String>,
+    pub secret: Option<String>,
+    pub secret_file: Option<String>,
+    pub secret_env: Option<String>,
+    pub ca: Option<String>,
+    pub algorithms: Option<Vec<String>>,
+    pub leeway: Option<Dur>,
+    pub refresh_interval: Option<Dur>,
+    pub min_refresh_interval: Option<Dur>,
+    pub forward_token: Option<bool>,
+    pub forward_claims: Option<BTreeMap<String, String>>,
+    // introspection
+    pub endpoint: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub auth_method: Option<String>,
+    pub timeout: Option<Dur>,
+    pub negative_cache_ttl: Option<Dur>,
+    // mtls
+    pub allow: Option<Vec<String>>,
+}
+
+/// One entry of `keys = [...]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    pub id: String,
+    pub hash: String,
+    pub scopes: Option<Vec<String>>,
+    pub expires: Option<String>,
+}
+
+/// `[[routes]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: Option<String>,
+    #[serde(rename = "match")]
+    pub matcher: Match,
+    pub upstream: String,
+    /// `"name"`, `{ any = [...] }` or `{ all = [...] }`; read by hand in `validate.rs`.
+    pub auth: Option<toml::Value>,
+    pub require: Option<Require>,
+}
+
+/// `routes[i].match`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    pub path_prefix: String,
+    pub methods: Option<Vec<String>>,
+    pub host: Option<String>,
+}
+
+/// `routes[i].require`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Require {
+    pub scopes: Option<Vec<String>>,
+    pub claims: Option<BTreeMap<String, String>>,
+    pub bound_token: Option<bool>,
+}

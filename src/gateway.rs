@@ -1,0 +1,372 @@
+//! THE request path, one straight-line async fn in phase order:
+//!
+//! request id -> path check -> host check -> route -> size limits -> authenticate and
+//! authorize -> rewrite headers -> forward -> access log and metrics.
+//!
+//! Every refusal is a `Refusal` rendered in one place (`error.rs`); every request, whatever
+//! its outcome, produces exactly one access-log event and one `requests_total` increment.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderValue, UPGRADE};
+use http::uri::PathAndQuery;
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+
+use crate::auth::RequestView;
+use crate::conn::ConnInfo;
+use crate::error::Refusal;
+use crate::metrics::Metrics;
+use crate::path;
+use crate::proxy::body::{ReqBody, is_too_large};
+use crate::proxy::headers::{
+    self, X_AUTH_METHOD, X_AUTH_SCOPES, X_AUTH_SUBJECT, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    X_REQUEST_ID, XFCC,
+};
+use crate::route::host_without_port;
+use crate::snapshot::{RouteRt, Snapshot};
+use crate::telemetry;
+
+/// Response body: streamed from the upstream, or written by the gateway.
+pub type RespBody = Either<Incoming, Full<Bytes>>;
+
+/// State shared by every connection for the life of the process.
+pub struct Shared {
+    /// The current snapshot.
+    pub snapshot: ArcSwap<Snapshot>,
+    /// Metrics registry and handles.
+    pub metrics: Arc<Metrics>,
+    /// Set once every public listener is bound.
+    pub listening: AtomicBool,
+    id_prefix: String,
+    id_counter: AtomicU64,
+}
+
+impl Shared {
+    /// Wraps the first snapshot.
+    pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> Self {
+        let mut prefix = [0u8; 6];
+        rand::fill(&mut prefix);
+        Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            metrics,
+            listening: AtomicBool::new(false),
+            id_prefix: hex::encode(prefix),
+            id_counter: AtomicU64::new(1),
+        }
+    }
+
+    fn request_id(&self, req: &Request<Incoming>) -> String {
+        if let Some(v) = req.headers().get(&X_REQUEST_ID) {
+            if headers::valid_request_id(v.as_bytes()) {
+                if let Ok(s) = v.to_str() {
+                    return s.to_owned();
+                }
+            }
+        }
+        let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
+        format!("{}{:010x}", self.id_prefix, n)
+    }
+}
+
+/// What the access log needs from the inner phases.
+struct Trace {
+    route: Option<usize>,
+    auth_method: String,
+    subject: String,
+}
+
+/// Serves one request. Never fails: errors become responses.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, Infallible> {
+    let start = Instant::now();
+    let snap = shared.snapshot.load_full();
+    let request_id = shared.request_id(&req);
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    let mut trace = Trace {
+        route: None,
+        auth_method: String::new(),
+        subject: String::new(),
+    };
+
+    let resp = match process(&snap, &conn, req, &request_id, &mut trace).await {
+        Ok(r) => r,
+        Err(refusal) => refusal.into_response(&request_id).map(Either::Right),
+    };
+
+    let status = resp.status().as_u16();
+    let elapsed = start.elapsed().as_secs_f64();
+    let route: Option<&RouteRt> = trace.route.and_then(|i| snap.routes.get(i));
+    route
+        .map_or(&snap.unmatched, |r| &r.metrics)
+        .record(status, elapsed);
+    telemetry::access(&telemetry::Access {
+        request_id: &request_id,
+        route: route.map_or("-", |r| r.name.as_str()),
+        method: method.as_str(),
+        path: uri.path(),
+        status,
+        duration: elapsed,
+        upstream: route.map_or("-", |r| r.upstream.name.as_str()),
+        auth_method: if trace.auth_method.is_empty() {
+            "-"
+        } else {
+            &trace.auth_method
+        },
+        subject: &trace.subject,
+        client_ip: conn.peer.ip(),
+    });
+    Ok(resp)
+}
+
+async fn process(
+    snap: &Snapshot,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+    request_id: &str,
+    trace: &mut Trace,
+) -> Result<Response<RespBody>, Refusal> {
+    // Path check: before routing, so no route can be bypassed.
+    let canonical = path::canonicalize(req.uri().path()).map_err(Refusal::BadRequest)?;
+
+    // Host: absolute-form authority (or HTTP/2 :authority) must agree with Host.
+    let host: Option<HeaderValue> = {
+        let header = req.headers().get(HOST);
+        match (req.uri().authority(), header) {
+            (Some(a), Some(h)) if !h.to_str().is_ok_and(|h| a.as_str().eq_ignore_ascii_case(h)) => {
+                return Err(Refusal::BadRequest(
+                    "request target authority does not match Host",
+                ));
+            }
+            (Some(_), Some(h)) => Some(h.clone()),
+            (Some(a), None) => HeaderValue::from_str(a.as_str()).ok(),
+            (None, h) => h.cloned(),
+        }
+    };
+    if req.headers().get_all(HOST).iter().nth(1).is_some() {
+        return Err(Refusal::BadRequest("duplicate Host header"));
+    }
+
+    let limits = &snap.limits;
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if header_bytes > limits.max_header_bytes {
+        return Err(Refusal::HeadersTooLarge);
+    }
+
+    // Route.
+    let host_name = host
+        .as_ref()
+        .and_then(|h| h.to_str().ok())
+        .map(host_without_port);
+    let (index, route) = snap
+        .routes
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.matcher.matches(&canonical, req.method(), host_name))
+        .ok_or(Refusal::NotFound)?;
+    trace.route = Some(index);
+
+    // Cheap size check first; the streaming limit enforces the rest.
+    if let Some(len) = req.headers().get(CONTENT_LENGTH) {
+        let len: u64 = len
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(Refusal::BadRequest("invalid Content-Length"))?;
+        if len > limits.max_body_bytes {
+            return Err(Refusal::PayloadTooLarge);
+        }
+    }
+
+    // Authenticate and authorize.
+    let admitted = {
+        let view = RequestView {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+            conn,
+        };
+        route.pipeline.run(&view).await?
+    };
+    trace.auth_method = admitted.methods();
+    trace.subject = admitted.subject().to_owned();
+
+    // Upgrade (WebSocket): only on HTTP/1.1 with `Connection: upgrade`.
+    let upgrade = (req.version() == Version::HTTP_11 && connection_has_upgrade(req.headers()))
+        .then(|| req.headers().get(UPGRADE).cloned())
+        .flatten();
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+
+    // Rewrite headers: strip first, then set.
+    let (mut parts, body) = req.into_parts();
+    let h = &mut parts.headers;
+    headers::strip_hop_by_hop(h);
+    headers::strip_identity(h);
+    for name in &route.consumes.headers {
+        if admitted.keeps(name) {
+            continue;
+        }
+        h.remove(name);
+    }
+    let peer = conn.peer.ip();
+    let trusted = snap.trusted_proxies.iter().any(|n| n.contains(&peer));
+    headers::set_forwarded_for(h, peer, trusted);
+    h.insert(X_FORWARDED_PROTO.clone(), snap.proto.clone());
+    if let Some(hv) = host {
+        if !h.contains_key(HOST) {
+            h.insert(HOST, hv.clone());
+        }
+        h.insert(X_FORWARDED_HOST.clone(), hv);
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(X_REQUEST_ID.clone(), v);
+    }
+    let subject = admitted.subject();
+    if !subject.is_empty() {
+        let v = HeaderValue::from_str(subject).map_err(|_| Refusal::Unauthorized {
+            challenges: Vec::new(),
+        })?;
+        h.insert(X_AUTH_SUBJECT.clone(), v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&trace.auth_method) {
+        h.insert(X_AUTH_METHOD.clone(), v);
+    }
+    let scopes = admitted.scopes();
+    if !scopes.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&scopes.join(" ")) {
+            h.insert(X_AUTH_SCOPES.clone(), v);
+        }
+    }
+    for id in &admitted.identities {
+        for (k, v) in &id.headers {
+            h.insert(k.clone(), v.clone());
+        }
+    }
+    if let Some(xfcc) = conn.client_cert.as_ref().and_then(|c| c.xfcc.clone()) {
+        h.insert(XFCC.clone(), xfcc);
+    }
+    if let Some(token) = &upgrade {
+        h.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(UPGRADE, token.clone());
+    }
+
+    // Target URI: the chosen upstream target plus the original path and query.
+    let upstream = &route.upstream;
+    let target = upstream.pick().ok_or(Refusal::BadGateway)?;
+    let pq = match parts.uri.path_and_query() {
+        Some(pq) if !route.consumes.query.is_empty() => strip_query(pq, &route.consumes.query),
+        Some(pq) => pq.clone(),
+        None => PathAndQuery::from_static("/"),
+    };
+    parts.uri = Uri::builder()
+        .scheme(target.scheme.clone())
+        .authority(target.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|_| Refusal::BadRequest("invalid request target"))?;
+    parts.version = Version::HTTP_11;
+    let upstream_req = Request::from_parts(parts, ReqBody::limited(body, limits.max_body_bytes));
+
+    // Forward.
+    let timeout = upstream.timeout.min(limits.request_timeout);
+    let mut resp = match tokio::time::timeout(timeout, upstream.client.request(upstream_req)).await
+    {
+        Ok(Ok(resp)) => {
+            upstream.counters.success.inc();
+            resp
+        }
+        Ok(Err(e)) => {
+            if is_too_large(&e) {
+                return Err(Refusal::PayloadTooLarge);
+            }
+            upstream.counters.error.inc();
+            tracing::debug!(upstream.name = %upstream.name, error = %e, "upstream request failed");
+            return Err(Refusal::BadGateway);
+        }
+        Err(_) => {
+            upstream.counters.timeout.inc();
+            return Err(Refusal::GatewayTimeout);
+        }
+    };
+
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    headers::strip_response(resp.headers_mut(), switching);
+    if switching {
+        match client_upgrade {
+            Some(client_upgrade) => {
+                let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+            }
+            None => return Err(Refusal::BadGateway),
+        }
+    }
+    Ok(resp.map(Either::Left))
+}
+
+fn connection_has_upgrade(h: &http::HeaderMap) -> bool {
+    h.get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes the named query parameters (API keys sent as `?api_key=`).
+fn strip_query(pq: &PathAndQuery, names: &[String]) -> PathAndQuery {
+    let Some(query) = pq.query() else {
+        return pq.clone();
+    };
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| {
+            let key = kv.split('=').next().unwrap_or("");
+            !names.iter().any(|n| n == key)
+        })
+        .collect();
+    let s = if kept.is_empty() {
+        pq.path().to_string()
+    } else {
+        format!("{}?{}", pq.path(), kept.join("&"))
+    };
+    PathAndQuery::try_from(s).unwrap_or_else(|_| PathAndQuery::from_static("/"))
+}
+
+/// Copies bytes both ways between an upgraded client and upstream connection.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
+        return;
+    };
+    let mut client = hyper_util::rt::TokioIo::new(client);
+    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_only_named_query_parameters() {
+        let pq = PathAndQuery::from_static("/a?api_key=s3cret&x=1&api_key2=y");
+        assert_eq!(
+            strip_query(&pq, &["api_key".into()]).as_str(),
+            "/a?x=1&api_key2=y"
+        );
+        let pq = PathAndQuery::from_static("/a?api_key=s3cret");
+        assert_eq!(strip_query(&pq, &["api_key".into()]).as_str(), "/a");
+    }
+}

@@ -1,0 +1,364 @@
+//! Prometheus metrics (prometheus-client). Every family SPEC lists is registered and given
+//! zero-valued series at start-up. Hot-path handles (per route and status, per
+//! authenticator, per upstream) are resolved once per snapshot, so a request only bumps
+//! atomics. `/metrics` renders Prometheus text format 0.0.4.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::auth::pipeline::DecisionCounters;
+
+/// `{route,status}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteStatus {
+    /// Route name (`-` when no route matched).
+    pub route: String,
+    /// HTTP status code.
+    pub status: u16,
+}
+
+/// `{route}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    /// Route name.
+    pub route: String,
+}
+
+/// `{authenticator,result}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    /// Authenticator name.
+    pub authenticator: String,
+    /// admit | absent | reject | unavailable | locked.
+    pub result: &'static str,
+}
+
+/// `{upstream,outcome}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    /// Upstream name.
+    pub upstream: String,
+    /// success | error | timeout.
+    pub outcome: &'static str,
+}
+
+/// `{reason}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why the handshake failed.
+    pub reason: &'static str,
+}
+
+/// `{result}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// success | failure.
+    pub result: &'static str,
+}
+
+/// `{authenticator,result}` of JWKS refreshes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefreshLabels {
+    /// Authenticator name.
+    pub authenticator: String,
+    /// success | failure.
+    pub result: &'static str,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// The process-wide metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// `portcullis_requests_total{route,status}`.
+    pub requests: Family<RouteStatus, Counter>,
+    /// `portcullis_request_duration_seconds{route}`.
+    pub duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    /// `portcullis_auth_decisions_total{authenticator,result}`.
+    pub auth: Family<AuthLabels, Counter>,
+    /// `portcullis_upstream_requests_total{upstream,outcome}`.
+    pub upstream: Family<UpstreamLabels, Counter>,
+    /// `portcullis_active_connections`.
+    pub active_connections: Gauge,
+    /// `portcullis_tls_handshake_errors_total{reason}`.
+    pub handshake_errors: Family<ReasonLabel, Counter>,
+    /// `portcullis_config_reloads_total{result}`.
+    pub reloads: Family<ResultLabel, Counter>,
+    /// `portcullis_jwks_refresh_total{authenticator,result}`.
+    pub jwks_refresh: Family<RefreshLabels, Counter>,
+    /// `portcullis_password_hashes_total`: argon2/bcrypt verifications actually run.
+    pub password_hashes: Counter,
+}
+
+/// Statuses whose counters are resolved up front for every route.
+const COMMON_STATUSES: &[u16] = &[
+    200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 413, 429, 500, 502, 503, 504,
+];
+
+/// Handshake failure reasons pre-created at zero.
+pub const HANDSHAKE_REASONS: &[&str] =
+    &["handshake", "timeout", "no_client_cert", "bad_client_cert"];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every family.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RouteStatus, Counter>::default();
+        let duration: Family<RouteLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(duration_histogram);
+        let auth = Family::<AuthLabels, Counter>::default();
+        let upstream = Family::<UpstreamLabels, Counter>::default();
+        let active_connections = Gauge::default();
+        let handshake_errors = Family::<ReasonLabel, Counter>::default();
+        let reloads = Family::<ResultLabel, Counter>::default();
+        let jwks_refresh = Family::<RefreshLabels, Counter>::default();
+        let password_hashes = Counter::default();
+        registry.register(
+            "portcullis_requests",
+            "Requests answered, by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "portcullis_request_duration_seconds",
+            "Time from request head to response head, by route",
+            duration.clone(),
+        );
+        registry.register(
+            "portcullis_auth_decisions",
+            "Authenticator verdicts",
+            auth.clone(),
+        );
+        registry.register(
+            "portcullis_upstream_requests",
+            "Requests sent upstream, by outcome",
+            upstream.clone(),
+        );
+        registry.register(
+            "portcullis_active_connections",
+            "Open public connections",
+            active_connections.clone(),
+        );
+        registry.register(
+            "portcullis_tls_handshake_errors",
+            "Failed TLS handshakes",
+            handshake_errors.clone(),
+        );
+        registry.register(
+            "portcullis_config_reloads",
+            "Config reloads, by result",
+            reloads.clone(),
+        );
+        registry.register(
+            "portcullis_jwks_refresh",
+            "JWKS fetches, by result",
+            jwks_refresh.clone(),
+        );
+        registry.register(
+            "portcullis_password_hashes",
+            "Password hash verifications computed",
+            password_hashes.clone(),
+        );
+        for r in ["success", "failure"] {
+            reloads.get_or_create(&ResultLabel { result: r }).get();
+        }
+        for r in HANDSHAKE_REASONS {
+            handshake_errors
+                .get_or_create(&ReasonLabel { reason: r })
+                .get();
+        }
+        Metrics {
+            registry,
+            requests,
+            duration,
+            auth,
+            upstream,
+            active_connections,
+            handshake_errors,
+            reloads,
+            jwks_refresh,
+            password_hashes,
+        }
+    }
+
+    /// Resolves the decision counters of one authenticator (creating the zero series).
+    pub fn decisions(&self, authenticator: &str) -> DecisionCounters {
+        let c = |result| {
+            self.auth.get_or_create_owned(&AuthLabels {
+                authenticator: authenticator.to_string(),
+                result,
+            })
+        };
+        DecisionCounters {
+            admit: c("admit"),
+            absent: c("absent"),
+            reject: c("reject"),
+            unavailable: c("unavailable"),
+            locked: c("locked"),
+        }
+    }
+
+    /// Resolves the per-route handles.
+    pub fn route(self: &Arc<Self>, route: &str) -> RouteMetrics {
+        let statuses = COMMON_STATUSES
+            .iter()
+            .map(|s| {
+                (
+                    *s,
+                    self.requests.get_or_create_owned(&RouteStatus {
+                        route: route.to_string(),
+                        status: *s,
+                    }),
+                )
+            })
+            .collect();
+        RouteMetrics {
+            name: route.to_string(),
+            statuses,
+            duration: self.duration.get_or_create_owned(&RouteLabel {
+                route: route.to_string(),
+            }),
+            metrics: self.clone(),
+        }
+    }
+
+    /// Resolves the per-upstream outcome counters.
+    pub fn upstream(&self, name: &str) -> UpstreamCounters {
+        let c = |outcome| {
+            self.upstream.get_or_create_owned(&UpstreamLabels {
+                upstream: name.to_string(),
+                outcome,
+            })
+        };
+        UpstreamCounters {
+            success: c("success"),
+            error: c("error"),
+            timeout: c("timeout"),
+        }
+    }
+
+    /// Renders Prometheus text format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut open = String::with_capacity(8192);
+        if prometheus_client::encoding::text::encode(&mut open, &self.registry).is_err() {
+            return String::new();
+        }
+        // OpenMetrics names counter families without `_total`; Prometheus 0.0.4 names
+        // them like their samples. Also drop the OpenMetrics `# EOF` terminator.
+        let mut out = String::with_capacity(open.len() + 256);
+        let mut counters: Vec<String> = Vec::new();
+        for line in open.lines() {
+            if line == "# EOF" {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                if let Some(name) = rest.strip_suffix(" counter") {
+                    counters.push(name.to_string());
+                    out.push_str("# TYPE ");
+                    out.push_str(name);
+                    out.push_str("_total counter\n");
+                    continue;
+                }
+            }
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                if let Some((name, help)) = rest.split_once(' ') {
+                    if counters.iter().any(|c| c == name)
+                        || open.contains(&format!("# TYPE {name} counter"))
+                    {
+                        out.push_str("# HELP ");
+                        out.push_str(name);
+                        out.push_str("_total ");
+                        out.push_str(help);
+                        out.push('\n');
+                        continue;
+                    }
+                }
+            }
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// Per-route metric handles.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    /// Route name.
+    pub name: String,
+    statuses: Vec<(u16, Counter)>,
+    duration: Histogram,
+    metrics: Arc<Metrics>,
+}
+
+impl RouteMetrics {
+    /// Records one answered request.
+    pub fn record(&self, status: u16, seconds: f64) {
+        match self.statuses.iter().find(|(s, _)| *s == status) {
+            Some((_, c)) => {
+                c.inc();
+            }
+            None => {
+                self.metrics
+                    .requests
+                    .get_or_create(&RouteStatus {
+                        route: self.name.clone(),
+                        status,
+                    })
+                    .inc();
+            }
+        }
+        self.duration.observe(seconds);
+    }
+}
+
+/// Per-upstream outcome counters.
+#[derive(Clone)]
+pub struct UpstreamCounters {
+    /// Response received.
+    pub success: Counter,
+    /// Connect or protocol error.
+    pub error: Counter,
+    /// No response within the timeout.
+    pub timeout: Counter,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_present_from_start() {
+        let m = Arc::new(Metrics::new());
+        m.decisions("staff");
+        m.route("r").record(200, 0.001);
+        m.upstream("u");
+        let text = m.render();
+        for name in [
+            "portcullis_requests_total{",
+            "portcullis_request_duration_seconds_bucket{",
+            "portcullis_auth_decisions_total{",
+            "portcullis_upstream_requests_total{",
+            "portcullis_active_connections ",
+            "portcullis_tls_handshake_errors_total{",
+            "portcullis_config_reloads_total{result=\"failure\"} 0",
+            "# TYPE portcullis_requests_total counter",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+        assert!(!text.contains("# EOF"));
+    }
+}

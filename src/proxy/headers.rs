@@ -1,0 +1,184 @@
+//! Header rewriting between client and upstream. Order matters and is fixed: hop-by-hop
+//! headers and those named in `Connection` go first, then every client-sent `X-Auth-*` and
+//! `X-Forwarded-Client-Cert`, then the consumed credentials; only then does the gateway set
+//! `X-Forwarded-*`, `X-Request-Id` and the identity headers, so a client can never smuggle
+//! an identity through.
+
+use std::net::IpAddr;
+
+use http::header::{
+    CONNECTION, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+
+/// `X-Forwarded-For`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Request-Id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `X-Auth-Subject`.
+pub static X_AUTH_SUBJECT: HeaderName = HeaderName::from_static("x-auth-subject");
+/// `X-Auth-Method`.
+pub static X_AUTH_METHOD: HeaderName = HeaderName::from_static("x-auth-method");
+/// `X-Auth-Scopes`.
+pub static X_AUTH_SCOPES: HeaderName = HeaderName::from_static("x-auth-scopes");
+/// `X-Forwarded-Client-Cert`.
+pub static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+static PROXY_AUTHORIZATION: HeaderName = HeaderName::from_static("proxy-authorization");
+static PROXY_AUTHENTICATE: HeaderName = HeaderName::from_static("proxy-authenticate");
+
+/// Removes hop-by-hop headers and every header named in `Connection`.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if h.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
+        h.remove(CONNECTION);
+    }
+    for n in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &PROXY_AUTHORIZATION,
+        &PROXY_AUTHENTICATE,
+    ] {
+        if h.contains_key(n) {
+            h.remove(n);
+        }
+    }
+    for n in [TE, TRAILER, TRANSFER_ENCODING, UPGRADE] {
+        if h.contains_key(&n) {
+            h.remove(n);
+        }
+    }
+}
+
+/// Removes every client-sent `X-Auth-*` and `X-Forwarded-Client-Cert`.
+pub fn strip_identity(h: &mut HeaderMap) {
+    if h.contains_key(&XFCC) {
+        h.remove(&XFCC);
+    }
+    if h.keys().any(|k| k.as_str().starts_with("x-auth-")) {
+        let names: Vec<HeaderName> = h
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-auth-"))
+            .cloned()
+            .collect();
+        for n in names {
+            h.remove(n);
+        }
+    }
+}
+
+/// Sets `X-Forwarded-For`: the peer replaces the caller's value, or is appended to it when
+/// the peer is a trusted proxy.
+pub fn set_forwarded_for(h: &mut HeaderMap, peer: IpAddr, trusted: bool) {
+    let mut buf = itoa_ip(peer);
+    if trusted {
+        let prior: Vec<&str> = h
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if !prior.is_empty() {
+            buf = format!("{}, {buf}", prior.join(", "));
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&buf) {
+        h.insert(X_FORWARDED_FOR.clone(), v);
+    }
+}
+
+fn itoa_ip(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        },
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+/// `X-Request-Id` kept if it is 1-128 characters of `[A-Za-z0-9._-]`.
+pub fn valid_request_id(v: &[u8]) -> bool {
+    (1..=128).contains(&v.len())
+        && v.iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Removes hop-by-hop headers from an upstream response (keeping `Upgrade`/`Connection`
+/// on a 101, which the client needs).
+pub fn strip_response(h: &mut HeaderMap, switching: bool) {
+    if switching {
+        for n in [&KEEP_ALIVE, &PROXY_CONNECTION] {
+            if h.contains_key(n) {
+                h.remove(n);
+            }
+        }
+        return;
+    }
+    strip_hop_by_hop(h);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_connection_named_and_hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("close, X-Secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(TE, HeaderValue::from_static("trailers"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn removes_spoofed_identity() {
+        let mut h = HeaderMap::new();
+        h.insert("x-auth-subject", HeaderValue::from_static("admin"));
+        h.append("x-auth-subject", HeaderValue::from_static("root"));
+        h.insert("x-auth-method", HeaderValue::from_static("mtls"));
+        h.insert(
+            "x-forwarded-client-cert",
+            HeaderValue::from_static("Hash=1"),
+        );
+        h.insert("x-authz", HeaderValue::from_static("kept"));
+        strip_identity(&mut h);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn forwarded_for_replaces_unless_trusted() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
+        set_forwarded_for(&mut h, "10.0.0.1".parse().unwrap(), false);
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1");
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+        set_forwarded_for(&mut h, "10.0.0.1".parse().unwrap(), true);
+        assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.1");
+    }
+
+    #[test]
+    fn validates_request_ids() {
+        assert!(valid_request_id(b"abc-123_x.y"));
+        assert!(!valid_request_id(b""));
+        assert!(!valid_request_id(b"a b"));
+        assert!(!valid_request_id(&[b'a'; 129]));
+    }
+}

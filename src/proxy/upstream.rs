@@ -1,0 +1,156 @@
+//! Upstream runtime: one pooled keep-alive client per upstream (hyper-util legacy client
+//! over hyper-rustls, so http and https targets share the code), round robin over the
+//! healthy targets, and optional active health checks that stop when the snapshot that
+//! owns the upstream is dropped.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::body::ReqBody;
+use crate::config::{HealthCheck, Upstream as UpstreamConfig};
+use crate::metrics::UpstreamCounters;
+
+/// The connector used for upstreams and identity providers.
+pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// Builds a connector with the given roots (`None`: webpki roots) and connect timeout.
+pub fn connector(
+    ca: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+    connect_timeout: Duration,
+) -> Result<Connector, String> {
+    let tls = crate::tls::client_config(ca)?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http))
+}
+
+/// One target with its health.
+pub struct TargetRt {
+    /// `http` or `https`.
+    pub scheme: Scheme,
+    /// host:port.
+    pub authority: Authority,
+    healthy: AtomicBool,
+}
+
+impl TargetRt {
+    /// Whether the last health check passed (always true without health checks).
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+}
+
+/// A ready-to-use upstream.
+pub struct UpstreamRt {
+    /// Name from the config.
+    pub name: String,
+    /// Targets in config order.
+    pub targets: Vec<TargetRt>,
+    /// Pooled client.
+    pub client: Client<Connector, ReqBody>,
+    /// Response-head timeout.
+    pub timeout: Duration,
+    /// Outcome counters.
+    pub counters: UpstreamCounters,
+    next: AtomicUsize,
+    health_check: Option<HealthCheck>,
+}
+
+impl UpstreamRt {
+    /// Builds the runtime form of an upstream.
+    pub fn new(cfg: &UpstreamConfig, counters: UpstreamCounters) -> Result<Self, String> {
+        let connector = connector(cfg.ca.as_deref(), cfg.connect_timeout)?;
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        let targets = cfg
+            .targets
+            .iter()
+            .map(|t| TargetRt {
+                scheme: if t.https { Scheme::HTTPS } else { Scheme::HTTP },
+                authority: t.authority.clone(),
+                healthy: AtomicBool::new(true),
+            })
+            .collect();
+        Ok(UpstreamRt {
+            name: cfg.name.clone(),
+            targets,
+            client,
+            timeout: cfg.timeout,
+            counters,
+            next: AtomicUsize::new(0),
+            health_check: cfg.health_check.clone(),
+        })
+    }
+
+    /// Next target by round robin, skipping unhealthy ones (all unhealthy: plain round robin,
+    /// so a flapping check cannot black-hole traffic that might succeed).
+    pub fn pick(&self) -> Option<&TargetRt> {
+        let n = self.targets.len();
+        if n == 1 {
+            return self.targets.first();
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &self.targets[(start + i) % n])
+            .find(|t| t.is_healthy())
+            .or_else(|| self.targets.get(start % n.max(1)))
+    }
+
+    /// Whether at least one target is healthy (for `/readyz`).
+    pub fn any_healthy(&self) -> bool {
+        self.targets.iter().any(TargetRt::is_healthy)
+    }
+
+    /// Starts the health-check loop, which ends when the upstream is dropped.
+    pub fn start_health_checks(self: &Arc<Self>) {
+        let Some(hc) = self.health_check.clone() else {
+            return;
+        };
+        let weak: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(hc.interval);
+            loop {
+                tick.tick().await;
+                let Some(up) = weak.upgrade() else { return };
+                for t in &up.targets {
+                    let ok = up.probe(t, &hc).await;
+                    if t.healthy.swap(ok, Ordering::Relaxed) != ok {
+                        tracing::warn!(upstream.name = %up.name, target = %t.authority, healthy = ok, "upstream target health changed");
+                    }
+                }
+            }
+        });
+    }
+
+    async fn probe(&self, t: &TargetRt, hc: &HealthCheck) -> bool {
+        let uri = http::Uri::builder()
+            .scheme(t.scheme.clone())
+            .authority(t.authority.clone())
+            .path_and_query(hc.path.as_str())
+            .build();
+        let Ok(uri) = uri else { return false };
+        let Ok(req) = http::Request::get(uri).body(ReqBody::Empty) else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(hc.timeout, self.client.request(req)).await,
+            Ok(Ok(resp)) if resp.status().is_success()
+        )
+    }
+}

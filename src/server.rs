@@ -1,0 +1,332 @@
+//! Listeners and connections: bind, cap concurrent connections, TLS handshake under a
+//! timeout with the *current* snapshot's certificates, connection facts computed once,
+//! HTTP/1.1 and HTTP/2 served by hyper-util's auto builder, graceful drain on shutdown.
+//! SIGHUP reloads (see `reload`), SIGTERM/SIGINT drain and exit.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::{self, Config};
+use crate::conn::{ClientCert, ConnInfo};
+use crate::gateway::{self, Shared};
+use crate::metrics::{Metrics, ReasonLabel};
+use crate::snapshot::Snapshot;
+
+/// A running gateway (listeners bound, serving).
+pub struct Running {
+    /// Bound public addresses (resolved when the config asked for port 0).
+    pub addrs: Vec<SocketAddr>,
+    /// Bound admin address.
+    pub admin_addr: Option<SocketAddr>,
+    /// Shared state (current snapshot, metrics).
+    pub shared: Arc<Shared>,
+    config_path: PathBuf,
+    stop: watch::Sender<bool>,
+    limit: Arc<Semaphore>,
+    max_conns: usize,
+    grace: Duration,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Builds the first snapshot and binds every listener. Must run inside a tokio runtime.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let metrics = Arc::new(Metrics::new());
+    let config_path = config.path.clone();
+    let listen = config.server.listen.clone();
+    let admin_listen = config.admin.listen;
+    let grace = config.server.shutdown_grace;
+    let max_conns = config.server.limits.max_connections;
+    if config.server.tls.is_none() {
+        tracing::warn!(
+            "server.insecure_plaintext is set: serving plain HTTP; credentials travel in the clear"
+        );
+    }
+    let snapshot = Snapshot::build(config, &metrics).map_err(anyhow::Error::msg)?;
+    snapshot.start();
+    let shared = Arc::new(Shared::new(snapshot, metrics));
+
+    let (stop, stop_rx) = watch::channel(false);
+    let limit = Arc::new(Semaphore::new(max_conns));
+    let mut addrs = Vec::new();
+    let mut tasks = Vec::new();
+    for addr in listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let local = l.local_addr()?;
+        tracing::info!(address = %local, "public listener bound");
+        addrs.push(local);
+        tasks.push(tokio::spawn(accept_loop(
+            l,
+            shared.clone(),
+            limit.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    let mut admin_addr = None;
+    if let Some(addr) = admin_listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on admin address {addr}: {e}"))?;
+        let local = l.local_addr()?;
+        tracing::info!(address = %local, "admin listener bound");
+        admin_addr = Some(local);
+        tasks.push(tokio::spawn(admin_loop(l, shared.clone(), stop_rx.clone())));
+    }
+    shared.listening.store(true, Ordering::Release);
+    Ok(Running {
+        addrs,
+        admin_addr,
+        shared,
+        config_path,
+        stop,
+        limit,
+        max_conns,
+        grace,
+        tasks,
+    })
+}
+
+impl Running {
+    /// Re-reads the config file and swaps in a new snapshot; on any error the running
+    /// snapshot stays and the error is returned (and counted).
+    pub async fn reload(&self) -> Result<(), String> {
+        let result = reload(&self.shared, self.config_path.clone()).await;
+        let label = if result.is_ok() { "success" } else { "failure" };
+        self.shared
+            .metrics
+            .reloads
+            .get_or_create(&crate::metrics::ResultLabel { result: label })
+            .inc();
+        match &result {
+            Ok(()) => {
+                tracing::info!(config = %self.config_path.display(), "configuration reloaded")
+            }
+            Err(e) => {
+                tracing::error!(config = %self.config_path.display(), error = %e, "reload rejected; keeping the running configuration")
+            }
+        }
+        result
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `shutdown_grace`.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        let all = u32::try_from(self.max_conns).unwrap_or(u32::MAX);
+        if tokio::time::timeout(self.grace, self.limit.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?self.grace, "shutdown grace elapsed with connections still open");
+        }
+    }
+
+    /// Serves until SIGTERM/SIGINT, reloading on SIGHUP.
+    pub async fn serve_until_signal(self) -> anyhow::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = signal(SignalKind::hangup())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                _ = hup.recv() => { let _ = self.reload().await; }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        tracing::info!("shutting down: draining in-flight requests");
+        self.shutdown().await;
+        Ok(())
+    }
+}
+
+async fn reload(shared: &Shared, path: PathBuf) -> Result<(), String> {
+    let loaded = tokio::task::spawn_blocking(move || config::load(&path))
+        .await
+        .map_err(|e| format!("config loader failed: {e}"))?;
+    let cfg = loaded.map_err(|e| e.to_string())?;
+    let current = shared.snapshot.load();
+    if cfg.server.listen != current.config.server.listen
+        || cfg.admin.listen != current.config.admin.listen
+    {
+        tracing::warn!("listen addresses changed: they take effect only after a restart");
+    }
+    let snap = Snapshot::build(cfg, &shared.metrics)?;
+    snap.start();
+    shared.snapshot.store(Arc::new(snap));
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    limit: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::debug!(client.ip = %peer.ip(), "connection limit reached; closing new connection");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            serve_conn(stream, peer, shared, stop).await;
+            drop(permit);
+        });
+    }
+}
+
+struct ActiveGuard(Arc<Metrics>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active_connections.dec();
+    }
+}
+
+async fn serve_conn(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) {
+    shared.metrics.active_connections.inc();
+    let _guard = ActiveGuard(shared.metrics.clone());
+    let (acceptor, limits) = {
+        let snap = shared.snapshot.load();
+        (snap.tls.clone(), snap.limits.clone())
+    };
+    let Some(acceptor) = acceptor else {
+        let conn = Arc::new(ConnInfo::plain(peer));
+        serve_http(TokioIo::new(stream), conn, shared, &limits, stop).await;
+        return;
+    };
+    let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let reason = handshake_reason(&e);
+            shared
+                .metrics
+                .handshake_errors
+                .get_or_create(&ReasonLabel { reason })
+                .inc();
+            tracing::debug!(client.ip = %peer.ip(), reason, error = %e, "tls handshake failed");
+            return;
+        }
+        Err(_) => {
+            shared
+                .metrics
+                .handshake_errors
+                .get_or_create(&ReasonLabel { reason: "timeout" })
+                .inc();
+            return;
+        }
+    };
+    let client_cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|der| ClientCert::parse(der.as_ref()))
+        .map(Arc::new);
+    let conn = Arc::new(ConnInfo {
+        peer,
+        tls: true,
+        client_cert,
+    });
+    serve_http(TokioIo::new(tls), conn, shared, &limits, stop).await;
+}
+
+fn handshake_reason(e: &std::io::Error) -> &'static str {
+    let msg = e.to_string();
+    if msg.contains("PeerSentNoCertificates") || msg.contains("NoCertificatesPresented") {
+        "no_client_cert"
+    } else if msg.contains("certificate") || msg.contains("Certificate") {
+        "bad_client_cert"
+    } else {
+        "handshake"
+    }
+}
+
+async fn serve_http<I>(
+    io: TokioIo<I>,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+    limits: &config::Limits,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192) + 1024)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(limits.idle_timeout))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let svc = service_fn(move |req| gateway::handle(shared.clone(), conn.clone(), req));
+    let c = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(c);
+    let result = tokio::select! {
+        r = c.as_mut() => r,
+        () = async { let _ = stop.wait_for(|s| *s).await; } => {
+            c.as_mut().graceful_shutdown();
+            c.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with error");
+    }
+}
+
+async fn admin_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
+            _ = stop.changed() => return,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| crate::admin::handle(shared.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

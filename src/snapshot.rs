@@ -1,0 +1,159 @@
+//! Everything a request needs, compiled from a validated `Config` and swapped atomically
+//! on reload (arc-swap). A request loads the snapshot once and uses it to the end, so a
+//! reload never changes the rules under an in-flight request.
+
+use std::sync::Arc;
+
+use http::HeaderValue;
+use ipnet::IpNet;
+
+use crate::auth::pipeline::{Member, Pipeline};
+use crate::auth::{Authenticator, Consumes};
+use crate::config::{Config, Limits};
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::proxy::upstream::UpstreamRt;
+use crate::route::Matcher;
+
+/// One compiled route.
+pub struct RouteRt {
+    /// Match rules.
+    pub matcher: Matcher,
+    /// Name for logs and metrics.
+    pub name: String,
+    /// Authentication and authorization.
+    pub pipeline: Pipeline,
+    /// Where admitted requests go.
+    pub upstream: Arc<UpstreamRt>,
+    /// Credentials stripped before forwarding (union over the route's authenticators).
+    pub consumes: Consumes,
+    /// Metric handles.
+    pub metrics: RouteMetrics,
+}
+
+/// A complete, immutable runtime configuration.
+pub struct Snapshot {
+    /// Routes in match order.
+    pub routes: Vec<RouteRt>,
+    /// Upstreams by config order.
+    pub upstreams: Vec<Arc<UpstreamRt>>,
+    /// Authenticators by name.
+    pub authenticators: Vec<(String, Arc<Authenticator>)>,
+    /// TLS for new handshakes; `None` on a plaintext listener.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Limits and timeouts.
+    pub limits: Limits,
+    /// Trusted proxy networks for `X-Forwarded-For`.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `X-Forwarded-Proto` value.
+    pub proto: HeaderValue,
+    /// Metrics for unmatched requests.
+    pub unmatched: RouteMetrics,
+    /// The config this was built from (for settings that cannot change on reload).
+    pub config: Config,
+}
+
+impl Snapshot {
+    /// Compiles a snapshot. Does not start background tasks (see `start`).
+    pub fn build(config: Config, metrics: &Arc<Metrics>) -> Result<Self, String> {
+        let mut upstreams = Vec::with_capacity(config.upstreams.len());
+        for u in &config.upstreams {
+            let rt = UpstreamRt::new(u, metrics.upstream(&u.name))
+                .map_err(|e| format!("upstreams.{}: {e}", u.name))?;
+            upstreams.push(Arc::new(rt));
+        }
+        let members: Vec<Member> = config
+            .authenticators
+            .iter()
+            .map(|(name, a)| Member {
+                auth: a.clone(),
+                counters: metrics.decisions(name),
+            })
+            .collect();
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for r in &config.routes {
+            let ids = match &r.auth {
+                crate::config::AuthExpr::Any(v) | crate::config::AuthExpr::All(v) => v,
+            };
+            let route_members: Vec<Member> = ids
+                .iter()
+                .filter_map(|i| members.get(*i).cloned())
+                .collect();
+            if route_members.len() != ids.len() || route_members.is_empty() {
+                return Err(format!("route {}: authenticator missing", r.name));
+            }
+            let mut consumes = Consumes::default();
+            for m in &route_members {
+                let c = m.auth.consumes();
+                for h in c.headers {
+                    if !consumes.headers.contains(&h) {
+                        consumes.headers.push(h);
+                    }
+                }
+                for q in c.query {
+                    if !consumes.query.contains(&q) {
+                        consumes.query.push(q);
+                    }
+                }
+            }
+            let upstream = upstreams
+                .get(r.upstream)
+                .cloned()
+                .ok_or_else(|| format!("route {}: upstream missing", r.name))?;
+            routes.push(RouteRt {
+                matcher: Matcher {
+                    prefix: r.path_prefix.clone(),
+                    methods: r.methods.clone(),
+                    host: r.host.clone(),
+                },
+                name: r.name.clone(),
+                pipeline: Pipeline::new(&r.auth, r.require.clone(), route_members),
+                upstream,
+                consumes,
+                metrics: metrics.route(&r.name),
+            });
+        }
+        let tls = config
+            .server
+            .tls
+            .clone()
+            .map(tokio_rustls::TlsAcceptor::from);
+        let proto = HeaderValue::from_static(if tls.is_some() { "https" } else { "http" });
+        Ok(Snapshot {
+            routes,
+            upstreams,
+            authenticators: config.authenticators.clone(),
+            tls,
+            limits: config.server.limits.clone(),
+            trusted_proxies: config.server.trusted_proxies.clone(),
+            proto,
+            unmatched: metrics.route("-"),
+            config,
+        })
+    }
+
+    /// Starts background work owned by this snapshot (health checks, JWKS refresh).
+    pub fn start(&self) {
+        for u in &self.upstreams {
+            u.start_health_checks();
+        }
+        for (_, a) in &self.authenticators {
+            a.start();
+        }
+    }
+
+    /// `/readyz` reasons, empty when ready.
+    pub fn not_ready(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for u in &self.upstreams {
+            if !u.any_healthy() {
+                out.push(format!("upstream {} has no healthy target", u.name));
+            }
+        }
+        for (name, a) in &self.authenticators {
+            if let Err(e) = a.ready() {
+                out.push(format!("authenticator {name}: {e}"));
+            }
+        }
+        out
+    }
+}
