@@ -42,6 +42,8 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     /// Metrics registry and handles.
     pub metrics: Arc<Metrics>,
+    /// Services authenticators share across reloads.
+    pub services: crate::auth::Services,
     /// Set once every public listener is bound.
     pub listening: AtomicBool,
     id_prefix: String,
@@ -55,6 +57,7 @@ impl Shared {
         rand::fill(&mut prefix);
         Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
+            services: crate::auth::Services::new(metrics.clone()),
             metrics,
             listening: AtomicBool::new(false),
             id_prefix: hex::encode(prefix),
@@ -99,7 +102,7 @@ pub async fn handle(
         subject: String::new(),
     };
 
-    let resp = match process(&snap, &conn, req, &request_id, &mut trace).await {
+    let resp = match process(&shared, &snap, &conn, req, &request_id, &mut trace).await {
         Ok(r) => r,
         Err(refusal) => refusal.into_response(&request_id).map(Either::Right),
     };
@@ -130,6 +133,7 @@ pub async fn handle(
 }
 
 async fn process(
+    shared: &Shared,
     snap: &Snapshot,
     conn: &ConnInfo,
     mut req: Request<Incoming>,
@@ -195,6 +199,8 @@ async fn process(
     // Authenticate and authorize.
     let admitted = {
         let view = RequestView {
+            services: &shared.services,
+            lockout: &snap.config.server.lockout,
             method: req.method(),
             uri: req.uri(),
             headers: req.headers(),

@@ -190,11 +190,11 @@ pub fn client_config(
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
     }
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+    // No ALPN here: hyper-rustls sets it from the enabled HTTP versions.
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("tls setup failed: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
 }

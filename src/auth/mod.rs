@@ -123,8 +123,26 @@ pub fn outcome_label(o: &Outcome) -> &'static str {
     }
 }
 
+/// Process-wide services authenticators use; they outlive reloads (so lockout counters
+/// survive a SIGHUP) and belong to one running gateway (so tests do not share them).
+pub struct Services {
+    /// Metrics registry and handles.
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Services {
+    /// Services for one gateway.
+    pub fn new(metrics: Arc<crate::metrics::Metrics>) -> Self {
+        Services { metrics }
+    }
+}
+
 /// What an authenticator sees: a borrowed view of the request, never the body.
 pub struct RequestView<'a> {
+    /// Shared services (lockout store, hashing pool, metrics).
+    pub services: &'a Services,
+    /// `[server.lockout]` of the request's snapshot.
+    pub lockout: &'a crate::config::Lockout,
     /// Method.
     pub method: &'a Method,
     /// Request target as received.

@@ -221,6 +221,19 @@ impl Pipeline {
 
     fn authorize(&self, req: &RequestView<'_>, admitted: Admitted) -> Result<Admitted, Refusal> {
         let r = &self.require;
+        // RFC 8705: a certificate-bound token is only good on a connection presenting that
+        // certificate, whether or not the route asks for binding.
+        let thumb = req.conn.client_cert.as_ref().map(|c| c.x5t_s256.as_str());
+        let unbound = admitted
+            .identities
+            .iter()
+            .any(|id| id.cnf_x5t_s256.as_deref().is_some_and(|t| Some(t) != thumb));
+        if unbound {
+            return Err(Refusal::Unauthorized {
+                challenges: self
+                    .challenges(|i| self.members.get(i).is_some_and(|m| m.auth.is_token())),
+            });
+        }
         let token_used = admitted.identities.iter().any(|i| i.claims.is_some());
         if !r.scopes.is_empty() {
             let granted = admitted.scopes();

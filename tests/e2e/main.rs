@@ -1,1 +1,14 @@
+//! End-to-end tests: one binary, a real gateway on loopback behind real TLS clients.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+mod cli;
+mod config;
+mod proxy;

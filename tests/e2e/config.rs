@@ -1,0 +1,1 @@
+//! Config loading errors as users see them.
