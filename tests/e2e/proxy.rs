@@ -70,3 +70,393 @@ async fn answers_404_for_unrouted_paths_and_methods() {
     );
     assert_eq!(c.get("/orders/1").await.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_ambiguous_paths_before_routing() {
+    let gw = start().await;
+    for target in [
+        "/public/..%2f..%2forders",
+        "/public/%2e%2e/orders",
+        "/public/../orders",
+        "/public/./x",
+        "/public%2Fx",
+        "/public/a%5Cb",
+        "/public/a\\b",
+        "/public/a%00b",
+        "/public//x",
+        "/public/a%23b",
+        "/public;x",
+    ] {
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let resp = gw.raw_request(raw.as_bytes()).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{target}: {resp}");
+        assert!(resp.contains("\"request_id\""), "{target}: {resp}");
+    }
+    // Decode-then-compare: an encoded letter routes like the letter.
+    let r = gw.client().get("/%70ublic/x").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["uri"], "/%70ublic/x");
+    // The echo upstream was never reached by a refused request.
+    assert_eq!(gw.echo.requests_seen(), 1);
+    // A legitimate request still works after the hostile ones.
+    assert_eq!(gw.client().get("/public/ok").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_on_path_not_on_query_or_forwarded_headers() {
+    let gw = start().await;
+    let c = gw.client();
+    let r = c
+        .get_with(
+            "/nowhere?path=/public",
+            &[
+                ("x-forwarded-uri", "/public"),
+                ("x-original-url", "/public"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_absolute_form_with_mismatched_host() {
+    let gw = start().await;
+    let raw = "GET https://evil.example/public/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let resp = gw.raw_request(raw.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    let raw =
+        "GET https://localhost/public/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let resp = gw.raw_request(raw.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strips_spoofed_identity_and_hop_by_hop_headers() {
+    let gw = start().await;
+    let r = gw
+        .client()
+        .get_with(
+            "/public/x",
+            &[
+                ("x-auth-subject", "admin"),
+                ("x-auth-method", "mtls"),
+                ("x-auth-scopes", "root"),
+                ("x-forwarded-client-cert", "Hash=00;Subject=\"CN=admin\""),
+                ("x-forwarded-for", "6.6.6.6"),
+                ("connection", "x-secret-hop"),
+                ("x-secret-hop", "1"),
+                ("x-request-id", "caller-id_1.2"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert!(r.upstream_header("x-auth-subject").is_none());
+    assert_eq!(
+        r.upstream_headers("x-auth-method"),
+        vec!["none".to_string()]
+    );
+    assert!(r.upstream_header("x-auth-scopes").is_none());
+    assert!(r.upstream_header("x-forwarded-client-cert").is_none());
+    assert!(r.upstream_header("x-secret-hop").is_none());
+    assert_eq!(
+        r.upstream_headers("x-forwarded-for"),
+        vec!["127.0.0.1".to_string()]
+    );
+    assert_eq!(
+        r.upstream_header("x-request-id").as_deref(),
+        Some("caller-id_1.2")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regenerates_invalid_request_ids() {
+    let gw = start().await;
+    let r = gw
+        .client()
+        .get_with("/public/x", &[("x-request-id", "bad id with spaces")])
+        .await;
+    let id = r.upstream_header("x-request-id").unwrap();
+    assert_ne!(id, "bad id with spaces");
+    assert!(id.bytes().all(|b| b.is_ascii_alphanumeric()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_forwarded_for_only_for_trusted_proxies() {
+    let gw = gateway(PUBLIC)
+        .server("trusted_proxies = [\"127.0.0.0/8\"]")
+        .start()
+        .await;
+    let r = gw
+        .client()
+        .get_with("/public/x", &[("x-forwarded-for", "203.0.113.7")])
+        .await;
+    assert_eq!(
+        r.upstream_header("x-forwarded-for").as_deref(),
+        Some("203.0.113.7, 127.0.0.1")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforces_body_limit_by_length_and_while_streaming() {
+    let gw = gateway(PUBLIC)
+        .tls_extra("[server.limits]\nmax_body_bytes = \"1KiB\"")
+        .start()
+        .await;
+    let c = gw.client();
+    let r = c
+        .send(Method::POST, "/public/up", &[], vec![b'a'; 1000])
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["body_len"], 1000);
+    let r = c
+        .send(Method::POST, "/public/up", &[], vec![b'a'; 2000])
+        .await;
+    assert_eq!(r.status, 413);
+    // Chunked body without Content-Length, over the limit.
+    let mut raw = b"POST /public/up HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        raw.extend_from_slice(b"400\r\n");
+        raw.extend_from_slice(&[b'b'; 1024]);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let resp = gw.raw_request(&raw).await;
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_oversized_headers() {
+    let gw = start().await;
+    let big = "v".repeat(20 * 1024);
+    let raw = format!(
+        "GET /public/x HTTP/1.1\r\nHost: localhost\r\nX-Big: {big}\r\nConnection: close\r\n\r\n"
+    );
+    let resp = gw.raw_request(raw.as_bytes()).await;
+    assert!(
+        resp.starts_with("HTTP/1.1 431"),
+        "{}",
+        &resp[..resp.len().min(200)]
+    );
+}
+
+const SLOW_AND_DOWN: &str = r#"
+[upstreams.slow]
+targets = ["http://{echo}"]
+timeout = "300ms"
+
+[upstreams.down]
+targets = ["http://127.0.0.1:9"]
+connect_timeout = "500ms"
+
+[authenticators.public]
+kind = "none"
+
+[[routes]]
+name = "slow"
+match = { path_prefix = "/slow" }
+upstream = "slow"
+auth = "public"
+
+[[routes]]
+name = "down"
+match = { path_prefix = "/down" }
+upstream = "down"
+auth = "public"
+
+[[routes]]
+name = "echo"
+match = { path_prefix = "/" }
+upstream = "echo"
+auth = "public"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maps_upstream_failures_to_502_and_504() {
+    let gw = gateway(SLOW_AND_DOWN).start().await;
+    let c = gw.client();
+    let r = c.get("/down/x").await;
+    assert_eq!(r.status, 502);
+    assert!(r.json()["request_id"].is_string());
+    let r = c.get("/slow?ms=2000").await;
+    assert_eq!(r.status, 504);
+    let r = c.get("/die").await;
+    assert_eq!(r.status, 502);
+    assert!(
+        gw.metric("portcullis_upstream_requests_total{upstream=\"down\",outcome=\"error\"}")
+            .await
+            >= 1.0
+    );
+    assert!(
+        gw.metric("portcullis_upstream_requests_total{upstream=\"slow\",outcome=\"timeout\"}")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_response_bodies() {
+    let gw = gateway(SLOW_AND_DOWN).start().await;
+    let r = gw.client().get("/stream?chunks=5&delay_ms=10").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "chunk 0\nchunk 1\nchunk 2\nchunk 3\nchunk 4\n");
+    let r = gw.client().get("/big?bytes=300000").await;
+    assert_eq!(r.body.len(), 300000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_http2() {
+    let gw = start().await;
+    let c = gw.h2_client();
+    let r = c.get("/public/h2").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["version"], "HTTP/1.1", "upstream leg is HTTP/1.1");
+    let host = format!("localhost:{}", gw.addr.port());
+    assert_eq!(r.upstream_header("host").as_deref(), Some(host.as_str()));
+    let handles: Vec<_> = (0..20)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move { c.get(&format!("/public/{i}")).await.status })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.await.unwrap(), 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_websocket_upgrades_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = start().await;
+    let mut s = gw.raw_tls().await;
+    let req = "GET /public/ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before 101");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&got).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    s.write_all(b"ping-through-tunnel").await.unwrap();
+    let mut echoed = Vec::new();
+    while echoed.len() < 19 {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        echoed.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(&echoed, b"ping-through-tunnel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_reports_health_readiness_and_metrics() {
+    let gw = start().await;
+    assert_eq!(gw.admin_get("/healthz").await.status, 200);
+    assert_eq!(gw.admin_get("/readyz").await.status, 200);
+    gw.client().get("/public/x").await;
+    let m = gw.admin_get("/metrics").await;
+    assert_eq!(m.status, 200);
+    let text = m.text();
+    for family in [
+        "portcullis_requests_total{route=\"public\",status=\"200\"} 1",
+        "portcullis_request_duration_seconds_bucket{",
+        "portcullis_auth_decisions_total{authenticator=\"public\",result=\"admit\"} 1",
+        "portcullis_upstream_requests_total{upstream=\"echo\",outcome=\"success\"} 1",
+        "portcullis_active_connections",
+        "portcullis_tls_handshake_errors_total",
+        "portcullis_config_reloads_total{result=\"success\"} 0",
+    ] {
+        assert!(text.contains(family), "missing {family}:\n{text}");
+    }
+    // Admin endpoints are never served on the public listener.
+    assert_eq!(gw.client().get("/metrics").await.status, 404);
+    assert_eq!(gw.client().get("/healthz").await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_fails_while_no_upstream_target_is_healthy() {
+    let body = r#"
+[upstreams.checked]
+targets = ["http://127.0.0.1:9"]
+health_check = { path = "/health", interval = "100ms" }
+
+[authenticators.public]
+kind = "none"
+
+[[routes]]
+match = { path_prefix = "/" }
+upstream = "checked"
+auth = "public"
+"#;
+    let gw = gateway(body).start().await;
+    crate::support::eventually("readyz 503", async || {
+        gw.admin_get("/readyz").await.status == 503
+    })
+    .await;
+    let r = gw.admin_get("/readyz").await;
+    assert!(r.text().contains("checked"), "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_swaps_routes_and_rejects_broken_config() {
+    let mut gw = start().await;
+    let c = gw.client();
+    assert_eq!(c.get("/fresh/x").await.status, 404);
+    let next = PUBLIC.replace("path_prefix = \"/orders\"", "path_prefix = \"/fresh\"");
+    gw.rewrite_and_reload(&next).await.unwrap();
+    assert_eq!(c.get("/fresh/x").await.status, 200);
+    assert_eq!(c.get("/orders/x").await.status, 404);
+
+    let broken = next.replace("auth = \"public\"", "auth = \"missing\"");
+    let err = gw.rewrite_and_reload(&broken).await.unwrap_err();
+    assert!(err.contains("unknown authenticator \"missing\""), "{err}");
+    assert_eq!(
+        c.get("/fresh/x").await.status,
+        200,
+        "old config keeps serving"
+    );
+    assert_eq!(
+        gw.metric("portcullis_config_reloads_total{result=\"failure\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        gw.metric("portcullis_config_reloads_total{result=\"success\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_requests_survive_reload_and_drain_on_shutdown() {
+    let mut gw = gateway(SLOW_AND_DOWN).start().await;
+    let c = gw.client();
+    let slow = {
+        let c = c.clone();
+        tokio::spawn(async move { c.get("/slow/x?ms=200").await.status })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    gw.rewrite_and_reload(&SLOW_AND_DOWN.replace("\"300ms\"", "\"10s\""))
+        .await
+        .unwrap();
+    assert_eq!(slow.await.unwrap(), 200);
+
+    let slow = {
+        let c = c.clone();
+        tokio::spawn(async move { c.get("/slow/x?ms=300").await.status })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let addr = gw.addr;
+    gw.shutdown().await;
+    assert_eq!(slow.await.unwrap(), 200, "in-flight request drained");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "listener closed after shutdown"
+    );
+}
