@@ -274,16 +274,33 @@ pub(crate) fn section<T: DeserializeOwned>(
             if let Some(rest) = msg.strip_prefix("unknown field `") {
                 if let Some(end) = rest.find('`') {
                     let key = &rest[..end];
-                    path = if path.is_empty() {
-                        key.to_string()
-                    } else {
-                        format!("{path}.{key}")
-                    };
+                    if path.is_empty() {
+                        path = key.to_string();
+                    } else if !path.ends_with(key) {
+                        path = format!("{path}.{key}");
+                    }
                     msg = format!("unknown key `{key}`{}", &rest[end + 1..]);
                 }
             }
             problems.push(path, msg);
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_path_names_the_key_once() {
+        let mut p = Problems::default();
+        let v: toml::Value =
+            toml::from_str("upstream = \"a\"\ncolour = 1\nmatch = { path_prefix = \"/\" }")
+                .unwrap();
+        let r: Option<raw::Route> = section(&mut p, "routes[0]", v);
+        assert!(r.is_none());
+        let e = p.into_error(Path::new("f"), "", None);
+        assert_eq!(e.problems[0].path, "routes[0].colour");
     }
 }

@@ -45,11 +45,24 @@ pub(super) fn validate(
     }
     let empty = || toml::Value::Table(toml::Table::new());
 
-    let raw_server: Option<raw::Server> = section(
-        problems,
-        "server",
-        table.remove("server").unwrap_or_else(empty),
-    );
+    // [server] and its sub-tables are read separately so one bad key does not hide others.
+    let mut server_value = table.remove("server").unwrap_or_else(empty);
+    let mut sub = |name: &str| match &mut server_value {
+        toml::Value::Table(t) => t.remove(name),
+        _ => None,
+    };
+    let (tls_v, lockout_v, limits_v) = (sub("tls"), sub("lockout"), sub("limits"));
+    let tls_raw = tls_v.and_then(|v| section(problems, "server.tls", v));
+    let lockout_raw = lockout_v.and_then(|v| section(problems, "server.lockout", v));
+    let limits_raw = limits_v.and_then(|v| section(problems, "server.limits", v));
+    let raw_server: Option<raw::Server> =
+        section(problems, "server", server_value).map(|mut s: raw::Server| {
+            s.tls = tls_raw;
+            s.lockout = lockout_raw;
+            s.limits = limits_raw;
+            s
+        });
+
     let raw_admin: Option<raw::Admin> = section(
         problems,
         "admin",
@@ -64,9 +77,11 @@ pub(super) fn validate(
 
     // Upstreams.
     let mut upstreams = Vec::new();
+    let mut upstream_names = Vec::new();
     match table.remove("upstreams") {
         Some(toml::Value::Table(t)) => {
             for (name, v) in t {
+                upstream_names.push(name.clone());
                 let base = format!("upstreams.{name}");
                 if let Some(r) = section::<raw::Upstream>(problems, &base, v) {
                     if let Some(u) = upstream(problems, &base, config_dir, name, r) {
@@ -117,7 +132,7 @@ pub(super) fn validate(
                         &base,
                         i,
                         r,
-                        &upstreams,
+                        (&upstreams, &upstream_names),
                         &auth_names,
                         &authenticators,
                     ) {
@@ -545,7 +560,7 @@ fn route(
     base: &str,
     index: usize,
     r: raw::Route,
-    upstreams: &[Upstream],
+    (upstreams, upstream_names): (&[Upstream], &[String]),
     auth_names: &[String],
     built: &[(String, Arc<auth::Authenticator>)],
 ) -> Option<Route> {
@@ -582,7 +597,7 @@ fn route(
     }
     let host = r.matcher.host.map(|h| h.to_ascii_lowercase());
     let upstream = upstreams.iter().position(|u| u.name == r.upstream);
-    if upstream.is_none() {
+    if upstream.is_none() && !upstream_names.contains(&r.upstream) {
         problems.push(
             format!("{base}.upstream"),
             format!(
@@ -618,7 +633,7 @@ fn route(
             );
         }
     }
-    if problems.len() != before {
+    if problems.len() != before || upstream.is_none() {
         return None;
     }
     Some(Route {
