@@ -1,1 +1,158 @@
-//! The binary: exit codes, subcommands, signals.
+//! The binary itself: exit codes, subcommands and signals, driven as a user would.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = Command::new(BIN).arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(BIN).args(["check", "--bogus"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn check_prints_ok_or_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[server]\nlisten = [\"127.0.0.1:0\"]\ninsecure_plaintext = true\n[upstreams.a]\ntargets = [\"http://127.0.0.1:1\"]\n[authenticators.p]\nkind = \"none\"\n[[routes]]\nmatch = { path_prefix = \"/\" }\nupstream = \"a\"\nauth = \"p\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["check", "--config"]).arg(&good).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[server]\nlisten = [\"127.0.0.1:0\"]\ninsecure_plaintext = true\n[upstreams.a]\ntargets = [\"http://127.0.0.1:1\"]\n[[routes]]\nmatch = { path_prefix = \"/\" }\nupstream = \"b\"\nauth = \"idpp\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN).args(["check", "--config"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    let f = bad.display().to_string();
+    assert_eq!(
+        lines,
+        vec![
+            format!("{f}:8: routes[0].upstream: unknown upstream \"b\" (define it as [upstreams.b])"),
+            format!("{f}:9: routes[0].auth: unknown authenticator \"idpp\" (define it as [authenticators.idpp])"),
+        ]
+    );
+
+    let out = Command::new(BIN).args(["check", "--config", "/nonexistent/p.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn certs_writes_a_dev_pki() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN).args(["certs", "--out"]).arg(dir.path()).args(["--host", "api.test"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key"] {
+        let text = std::fs::read_to_string(dir.path().join(f)).unwrap();
+        assert!(text.starts_with("-----BEGIN"), "{f}");
+    }
+    let out = Command::new(BIN)
+        .args(["certs", "--out"])
+        .arg(dir.path())
+        .args(["--client", "billing", "--uri", "spiffe://example.org/billing"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(dir.path().join("billing.crt").exists() && dir.path().join("billing.key").exists());
+}
+
+#[test]
+fn gen_api_key_prints_key_and_hash() {
+    let out = Command::new(BIN).args(["gen-api-key", "--prefix", "pk"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0].starts_with("pk_") && lines[0].len() >= 3 + 43);
+    assert_eq!(lines[1], portcullis::credentials::api_key_hash(lines[0]));
+}
+
+#[test]
+fn hash_password_reads_one_line_from_stdin() {
+    let mut child = Command::new(BIN)
+        .args(["hash-password", "--m-cost", "1024", "--t-cost", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret pass\r\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(hash.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{hash}");
+    use argon2::{PasswordHash, PasswordVerifier};
+    let parsed = PasswordHash::new(&hash).unwrap();
+    assert!(argon2::Argon2::default().verify_password(b"s3cret pass", &parsed).is_ok());
+}
+
+fn kill(pid: u32, sig: &str) {
+    let st = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap();
+    assert!(st.success());
+}
+
+#[test]
+fn run_reloads_on_sighup_and_exits_0_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("p.toml");
+    let body = |prefix: &str| {
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\ninsecure_plaintext = true\nshutdown_grace = \"2s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\n[upstreams.a]\ntargets = [\"http://127.0.0.1:1\"]\n[authenticators.p]\nkind = \"none\"\n[[routes]]\nmatch = {{ path_prefix = \"{prefix}\" }}\nupstream = \"a\"\nauth = \"p\"\n"
+        )
+    };
+    std::fs::write(&cfg, body("/")).unwrap();
+    let mut child = Command::new(BIN).args(["run", "--config"]).arg(&cfg).stderr(Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |needle: &str| -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        }
+        panic!("no log line containing {needle}");
+    };
+    let bound = wait_for("admin listener bound");
+    let v: serde_json::Value = serde_json::from_str(&bound).unwrap();
+    assert!(v["address"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:")), "{bound}");
+
+    std::fs::write(&cfg, body("/v2")).unwrap();
+    kill(pid, "-HUP");
+    wait_for("configuration reloaded");
+
+    std::fs::write(&cfg, "this is not toml").unwrap();
+    kill(pid, "-HUP");
+    wait_for("reload rejected");
+
+    kill(pid, "-TERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert_eq!(st.code(), Some(0));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
