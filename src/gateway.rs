@@ -160,6 +160,9 @@ async fn process(
     if req.headers().get_all(HOST).iter().nth(1).is_some() {
         return Err(Refusal::BadRequest("duplicate Host header"));
     }
+    if host.is_none() && req.version() == Version::HTTP_11 {
+        return Err(Refusal::BadRequest("missing Host header"));
+    }
 
     let limits = &snap.limits;
     let header_bytes: usize = req

@@ -128,6 +128,18 @@ async fn refuses_absolute_form_with_mismatched_host() {
         "GET https://localhost/public/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     let resp = gw.raw_request(raw.as_bytes()).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let raw = "GET /public/x HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n";
+    assert!(
+        gw.raw_request(raw.as_bytes())
+            .await
+            .starts_with("HTTP/1.1 400")
+    );
+    let raw = "GET /public/x HTTP/1.1\r\nConnection: close\r\n\r\n";
+    assert!(
+        gw.raw_request(raw.as_bytes())
+            .await
+            .starts_with("HTTP/1.1 400")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
