@@ -472,3 +472,89 @@ async fn in_flight_requests_survive_reload_and_drain_on_shutdown() {
         "listener closed after shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_to_https_upstreams_with_a_private_ca_and_round_robins() {
+    let pki = crate::support::pki();
+    let upstream_ca = portcullis::certs::Ca::new("upstream CA").unwrap();
+    let leaf = upstream_ca.server(&["127.0.0.1".into()]).unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(leaf.cert_chain(), leaf.private_key().unwrap())
+    .unwrap();
+    let secure =
+        portcullis::echo::spawn(([127, 0, 0, 1], 0).into(), Some(std::sync::Arc::new(tls)))
+            .await
+            .unwrap();
+    let second = portcullis::echo::spawn(([127, 0, 0, 1], 0).into(), None)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("upstream-ca.crt");
+    std::fs::write(&ca_path, upstream_ca.cert_pem()).unwrap();
+    let body = format!(
+        r#"
+[upstreams.secure]
+targets = ["https://{}"]
+ca = "{}"
+
+[upstreams.pair]
+targets = ["http://{{echo}}", "http://{}"]
+
+[authenticators.public]
+kind = "none"
+
+[[routes]]
+match = {{ path_prefix = "/secure" }}
+upstream = "secure"
+auth = "public"
+
+[[routes]]
+match = {{ path_prefix = "/pair" }}
+upstream = "pair"
+auth = "public"
+"#,
+        secure.addr,
+        ca_path.display(),
+        second.addr
+    );
+    let gw = gateway(&body).pki(pki).start().await;
+    let c = gw.client();
+    let r = c.get("/secure/x").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(secure.requests_seen(), 1);
+    for i in 0..4 {
+        assert_eq!(c.get(&format!("/pair/{i}")).await.status, 200);
+    }
+    assert_eq!(gw.echo.requests_seen(), 2);
+    assert_eq!(second.requests_seen(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_https_upstream_with_an_untrusted_certificate() {
+    let upstream_ca = portcullis::certs::Ca::new("rogue CA").unwrap();
+    let leaf = upstream_ca.server(&["127.0.0.1".into()]).unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(leaf.cert_chain(), leaf.private_key().unwrap())
+    .unwrap();
+    let secure =
+        portcullis::echo::spawn(([127, 0, 0, 1], 0).into(), Some(std::sync::Arc::new(tls)))
+            .await
+            .unwrap();
+    let body = format!(
+        "[upstreams.secure]\ntargets = [\"https://{}\"]\n\n[authenticators.public]\nkind = \"none\"\n\n[[routes]]\nmatch = {{ path_prefix = \"/\" }}\nupstream = \"secure\"\nauth = \"public\"\n",
+        secure.addr
+    );
+    let gw = gateway(&body).start().await;
+    assert_eq!(gw.client().get("/x").await.status, 502);
+    assert_eq!(secure.requests_seen(), 0);
+}
