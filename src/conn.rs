@@ -246,3 +246,82 @@ fn xfcc_field(v: &str) -> String {
         v.to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
+
+    fn cert_der(dn: &[(DnType, &str)], sans: Vec<SanType>) -> Vec<u8> {
+        let mut p = CertificateParams::default();
+        let mut name = DistinguishedName::new();
+        for (t, v) in dn {
+            name.push(t.clone(), *v);
+        }
+        p.distinguished_name = name;
+        p.subject_alt_names = sans;
+        let key = KeyPair::generate().unwrap();
+        p.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn subject_is_rfc4514_most_specific_first() {
+        let der = cert_der(
+            &[
+                (DnType::CountryName, "DE"),
+                (DnType::OrganizationName, "Example"),
+                (DnType::CommonName, "billing"),
+            ],
+            vec![],
+        );
+        let c = ClientCert::parse(&der).unwrap();
+        assert_eq!(c.subject, "CN=billing,O=Example,C=DE");
+        assert_eq!(c.cn.as_deref(), Some("billing"));
+    }
+
+    #[test]
+    fn subject_escapes_rfc4514_specials() {
+        let der = cert_der(
+            &[
+                (DnType::OrganizationName, "Acme, Inc."),
+                (DnType::CommonName, r#"#a "b"+c;d<e>f\g "#),
+            ],
+            vec![],
+        );
+        let c = ClientCert::parse(&der).unwrap();
+        assert_eq!(
+            c.subject,
+            r#"CN=\#a \"b\"\+c\;d\<e\>f\\g\ ,O=Acme\, Inc."#
+        );
+    }
+
+    #[test]
+    fn subject_hex_escapes_non_ascii_so_xfcc_stays_a_header() {
+        let der = cert_der(&[(DnType::CommonName, "Jürgen")], vec![]);
+        let c = ClientCert::parse(&der).unwrap();
+        assert_eq!(c.subject, r"CN=J\C3\BCrgen");
+        assert_eq!(c.cn.as_deref(), Some("Jürgen"));
+        assert!(c.xfcc.is_some());
+    }
+
+    #[test]
+    fn xfcc_is_envoy_format_with_repeated_sans() {
+        let der = cert_der(
+            &[(DnType::CommonName, r#"Smith, "Bob""#)],
+            vec![
+                SanType::URI("spiffe://example.org/a".try_into().unwrap()),
+                SanType::URI("https://x.example/p;q=1".try_into().unwrap()),
+                SanType::DnsName("a.internal".try_into().unwrap()),
+                SanType::DnsName("b.internal".try_into().unwrap()),
+            ],
+        );
+        let c = ClientCert::parse(&der).unwrap();
+        let hash = hex::encode(Sha256::digest(&der));
+        assert_eq!(c.sha256_hex, hash);
+        let expected = format!(
+            r#"Hash={hash};Subject="CN=Smith\\, \\\"Bob\\\"";URI=spiffe://example.org/a;URI="https://x.example/p;q=1";DNS=a.internal;DNS=b.internal"#
+        );
+        assert_eq!(c.xfcc.as_ref().unwrap().to_str().unwrap(), expected);
+        assert_eq!(c.identity(), "spiffe://example.org/a");
+    }
+}
