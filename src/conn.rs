@@ -205,7 +205,11 @@ fn attr_text(v: &x509_parser::asn1_rs::Any<'_>) -> Option<String> {
                 return None;
             }
             data.chunks_exact(4)
-                .map(|c| char::from_u32(u32::from_be_bytes(<[u8; 4]>::try_from(c).unwrap_or_default())))
+                .map(|c| {
+                    char::from_u32(u32::from_be_bytes(
+                        <[u8; 4]>::try_from(c).unwrap_or_default(),
+                    ))
+                })
                 .collect()
         }
         _ => None,
@@ -289,10 +293,7 @@ mod tests {
             vec![],
         );
         let c = ClientCert::parse(&der).unwrap();
-        assert_eq!(
-            c.subject,
-            r#"CN=\#a \"b\"\+c\;d\<e\>f\\g\ ,O=Acme\, Inc."#
-        );
+        assert_eq!(c.subject, r#"CN=\#a \"b\"\+c\;d\<e\>f\\g\ ,O=Acme\, Inc."#);
     }
 
     #[test]

@@ -155,7 +155,9 @@ fn parse_rule(entry: &str) -> Result<Rule, String> {
                 .filter(|(l, d)| !l.is_empty() && !d.is_empty())
                 .ok_or_else(|| format!("\"{entry}\": expected EMAIL:local@domain"))?;
             if value.contains('*') {
-                return Err(format!("\"{entry}\": wildcards are not supported for EMAIL"));
+                return Err(format!(
+                    "\"{entry}\": wildcards are not supported for EMAIL"
+                ));
             }
             Ok(Rule::Email(local.to_string(), domain.to_ascii_lowercase()))
         }
@@ -175,9 +177,15 @@ fn split_prefix(entry: &str) -> Option<(&'static str, &str)> {
 }
 
 fn parse_dns(entry: &str, value: &str) -> Result<Rule, String> {
-    let name = value.strip_suffix('.').unwrap_or(value).to_ascii_lowercase();
+    let name = value
+        .strip_suffix('.')
+        .unwrap_or(value)
+        .to_ascii_lowercase();
     let bad_label = |l: &str| {
-        l.is_empty() || !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        l.is_empty()
+            || !l
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     };
     if let Some(suffix) = name.strip_prefix("*.") {
         if suffix.split('.').any(bad_label) {
@@ -283,9 +291,7 @@ fn dns_wildcard(candidate: &str, suffix: &str) -> bool {
     let (Some(label), Some(tail)) = (c.get(..split), c.get(split..)) else {
         return false;
     };
-    tail.eq_ignore_ascii_case(suffix)
-        && !label.is_empty()
-        && !label.contains(['.', '*'])
+    tail.eq_ignore_ascii_case(suffix) && !label.is_empty() && !label.contains(['.', '*'])
 }
 
 /// `candidate` starts with `prefix` (which ends in `/`) and the remainder is a plain,
@@ -332,8 +338,14 @@ mod tests {
         assert_eq!(rule("*"), Rule::Any);
         assert_eq!(rule("CN=billing"), Rule::Cn("billing".into()));
         assert_eq!(rule("cn=billing"), Rule::Cn("billing".into()));
-        assert_eq!(rule("DNS:Reports.Internal."), Rule::Dns("reports.internal".into()));
-        assert_eq!(rule("DNS:*.internal"), Rule::DnsWildcard(".internal".into()));
+        assert_eq!(
+            rule("DNS:Reports.Internal."),
+            Rule::Dns("reports.internal".into())
+        );
+        assert_eq!(
+            rule("DNS:*.internal"),
+            Rule::DnsWildcard(".internal".into())
+        );
         assert_eq!(
             rule("URI:spiffe://example.org/billing"),
             Rule::Uri("spiffe://example.org/billing".into())
@@ -347,7 +359,10 @@ mod tests {
             Rule::Email("Ops".into(), "example.org".into())
         );
         let colons = ["AB"; 32].join(":");
-        assert_eq!(rule(&format!("SHA256:{colons}")), Rule::Sha256("ab".repeat(32)));
+        assert_eq!(
+            rule(&format!("SHA256:{colons}")),
+            Rule::Sha256("ab".repeat(32))
+        );
         assert_eq!(
             rule(&format!("sha256:{}", "Cd".repeat(32))),
             Rule::Sha256("cd".repeat(32))
@@ -464,9 +479,15 @@ mod tests {
 
     #[test]
     fn subject_is_uri_then_cn_then_fallbacks() {
-        assert_eq!(subject(&cert(Some("cn"), &["spiffe://a/b"], &[], &[])), "spiffe://a/b");
+        assert_eq!(
+            subject(&cert(Some("cn"), &["spiffe://a/b"], &[], &[])),
+            "spiffe://a/b"
+        );
         assert_eq!(subject(&cert(Some("cn"), &[], &["d.internal"], &[])), "cn");
-        assert_eq!(subject(&cert(None, &[], &["d.internal"], &[])), "d.internal");
+        assert_eq!(
+            subject(&cert(None, &[], &["d.internal"], &[])),
+            "d.internal"
+        );
         assert_eq!(subject(&cert(None, &[], &[], &["e@x"])), "e@x");
         assert_eq!(
             subject(&cert(None, &[], &[], &[])),
