@@ -361,3 +361,57 @@ async fn admin_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch:
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::{CertificateError, Error};
+
+    fn wrapped(e: Error) -> std::io::Error {
+        // What tokio-rustls returns for a failed handshake.
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn classifies_handshake_failures_by_rustls_error() {
+        let cases = [
+            (Error::NoCertificatesPresented, "no_client_cert"),
+            (
+                Error::InvalidCertificate(CertificateError::Expired),
+                "client_cert_expired",
+            ),
+            (
+                Error::InvalidCertificate(CertificateError::NotValidYet),
+                "client_cert_not_yet_valid",
+            ),
+            (
+                Error::InvalidCertificate(CertificateError::Revoked),
+                "client_cert_revoked",
+            ),
+            (
+                Error::InvalidCertificate(CertificateError::UnknownIssuer),
+                "client_cert_untrusted",
+            ),
+            (
+                Error::InvalidCertificate(CertificateError::InvalidPurpose),
+                "client_cert_wrong_usage",
+            ),
+            (
+                Error::InvalidCertificate(CertificateError::BadSignature),
+                "bad_client_cert",
+            ),
+            (
+                Error::AlertReceived(rustls::AlertDescription::UnknownCA),
+                "alert_received",
+            ),
+            (Error::DecryptError, "handshake"),
+        ];
+        for (e, reason) in cases {
+            let label = handshake_reason(&wrapped(e));
+            assert_eq!(label, reason);
+            assert!(crate::metrics::HANDSHAKE_REASONS.contains(&label));
+        }
+        let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        assert_eq!(handshake_reason(&eof), "handshake");
+    }
+}
