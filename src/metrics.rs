@@ -104,8 +104,18 @@ const COMMON_STATUSES: &[u16] = &[
 ];
 
 /// Handshake failure reasons pre-created at zero.
-pub const HANDSHAKE_REASONS: &[&str] =
-    &["handshake", "timeout", "no_client_cert", "bad_client_cert"];
+pub const HANDSHAKE_REASONS: &[&str] = &[
+    "handshake",
+    "timeout",
+    "alert_received",
+    "no_client_cert",
+    "bad_client_cert",
+    "client_cert_expired",
+    "client_cert_not_yet_valid",
+    "client_cert_revoked",
+    "client_cert_untrusted",
+    "client_cert_wrong_usage",
+];
 
 impl Default for Metrics {
     fn default() -> Self {

@@ -237,7 +237,9 @@ async fn serve_conn(
                 .handshake_errors
                 .get_or_create(&ReasonLabel { reason })
                 .inc();
-            tracing::debug!(client.ip = %peer.ip(), reason, error = %e, "tls handshake failed");
+            if handshake_log_allowed() {
+                tracing::debug!(client.ip = %peer.ip(), reason, error = %e, "tls handshake failed");
+            }
             return;
         }
         Err(_) => {
@@ -264,15 +266,44 @@ async fn serve_conn(
     serve_http(TokioIo::new(tls), conn, shared, &limits, stop).await;
 }
 
+/// Classifies a failed handshake for `portcullis_tls_handshake_errors_total{reason}` by
+/// the rustls error tokio-rustls wraps in the `io::Error` (never by message text).
+/// The reasons are listed in `metrics::HANDSHAKE_REASONS`.
 fn handshake_reason(e: &std::io::Error) -> &'static str {
-    let msg = e.to_string();
-    if msg.contains("PeerSentNoCertificates") || msg.contains("NoCertificatesPresented") {
-        "no_client_cert"
-    } else if msg.contains("certificate") || msg.contains("Certificate") {
-        "bad_client_cert"
-    } else {
-        "handshake"
+    use rustls::{CertificateError as C, Error as E};
+    let Some(err) = e.get_ref().and_then(|i| i.downcast_ref::<E>()) else {
+        return "handshake";
+    };
+    match err {
+        E::NoCertificatesPresented => "no_client_cert",
+        E::InvalidCertificate(c) => match c {
+            C::Expired | C::ExpiredContext { .. } => "client_cert_expired",
+            C::NotValidYet | C::NotValidYetContext { .. } => "client_cert_not_yet_valid",
+            C::Revoked => "client_cert_revoked",
+            C::UnknownIssuer => "client_cert_untrusted",
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => "client_cert_wrong_usage",
+            _ => "bad_client_cert",
+        },
+        E::InvalidCertRevocationList(_) => "bad_client_cert",
+        E::AlertReceived(_) => "alert_received",
+        _ => "handshake",
     }
+}
+
+/// Lets at most `HANDSHAKE_LOG_BURST` handshake-failure lines through per second, so a
+/// scan or a misconfigured client fleet cannot flood the log; the metric counts them all.
+fn handshake_log_allowed() -> bool {
+    use std::sync::atomic::AtomicU64;
+    const HANDSHAKE_LOG_BURST: u64 = 10;
+    static WINDOW: AtomicU64 = AtomicU64::new(0);
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if WINDOW.swap(now, Ordering::Relaxed) != now {
+        COUNT.store(0, Ordering::Relaxed);
+    }
+    COUNT.fetch_add(1, Ordering::Relaxed) < HANDSHAKE_LOG_BURST
 }
 
 async fn serve_http<I>(
@@ -328,5 +359,59 @@ async fn admin_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch:
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::{CertificateError, Error};
+
+    fn wrapped(e: Error) -> std::io::Error {
+        // What tokio-rustls returns for a failed handshake.
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn classifies_handshake_failures_by_rustls_error() {
+        let cases = [
+            (Error::NoCertificatesPresented, "no_client_cert"),
+            (
+                Error::InvalidCertificate(CertificateError::Expired),
+                "client_cert_expired",
+            ),
+            (
+                Error::InvalidCertificate(CertificateError::NotValidYet),
+                "client_cert_not_yet_valid",
+            ),
+            (
+                Error::InvalidCertificate(CertificateError::Revoked),
+                "client_cert_revoked",
+            ),
+            (
+                Error::InvalidCertificate(CertificateError::UnknownIssuer),
+                "client_cert_untrusted",
+            ),
+            (
+                Error::InvalidCertificate(CertificateError::InvalidPurpose),
+                "client_cert_wrong_usage",
+            ),
+            (
+                Error::InvalidCertificate(CertificateError::BadSignature),
+                "bad_client_cert",
+            ),
+            (
+                Error::AlertReceived(rustls::AlertDescription::UnknownCA),
+                "alert_received",
+            ),
+            (Error::DecryptError, "handshake"),
+        ];
+        for (e, reason) in cases {
+            let label = handshake_reason(&wrapped(e));
+            assert_eq!(label, reason);
+            assert!(crate::metrics::HANDSHAKE_REASONS.contains(&label));
+        }
+        let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        assert_eq!(handshake_reason(&eof), "handshake");
     }
 }

@@ -6,6 +6,7 @@
 //! strips credentials and writes identity headers. "Absent" (not my kind of credential) is
 //! not "Reject" (mine and wrong); "Unavailable" fails closed.
 
+pub mod mtls;
 pub mod none;
 pub mod pipeline;
 
@@ -174,6 +175,8 @@ pub struct BuildContext {
 pub enum Authenticator {
     /// `kind = "none"`.
     None(none::NoneAuth),
+    /// `kind = "mtls"`.
+    Mtls(mtls::Mtls),
 }
 
 /// Kinds recognised in config files.
@@ -184,13 +187,27 @@ pub fn build(
     name: &str,
     r: &raw::Authenticator,
     base: &str,
-    _ctx: &BuildContext,
+    ctx: &BuildContext,
     problems: &mut Problems,
 ) -> Option<Authenticator> {
     match r.kind.as_str() {
         "none" => {
             reject_foreign_keys(problems, base, r, &[]);
             Some(Authenticator::None(none::NoneAuth))
+        }
+        "mtls" => {
+            reject_foreign_keys(problems, base, r, &["allow"]);
+            if ctx.client_auth.is_none() {
+                problems.push(
+                    format!("{base}.kind"),
+                    format!(
+                        "kind \"mtls\" needs client certificates: add [server.tls.client_auth] \
+                         with the client CA, or remove \"{name}\""
+                    ),
+                );
+            }
+            let a = mtls::Mtls::build(base, r.allow.as_deref(), problems)?;
+            ctx.client_auth.map(|_| Authenticator::Mtls(a))
         }
         k if KINDS.contains(&k) => {
             problems.push(
@@ -270,6 +287,7 @@ impl Authenticator {
     pub async fn authenticate(&self, req: &RequestView<'_>) -> Outcome {
         match self {
             Authenticator::None(a) => a.authenticate(req),
+            Authenticator::Mtls(a) => a.authenticate(req),
         }
     }
 
@@ -277,6 +295,7 @@ impl Authenticator {
     pub fn method(&self) -> AuthMethod {
         match self {
             Authenticator::None(_) => AuthMethod::None,
+            Authenticator::Mtls(_) => AuthMethod::Mtls,
         }
     }
 
@@ -285,7 +304,7 @@ impl Authenticator {
     pub fn challenge(&self, rejected: bool) -> Option<&HeaderValue> {
         let _ = rejected;
         match self {
-            Authenticator::None(_) => None,
+            Authenticator::None(_) | Authenticator::Mtls(_) => None,
         }
     }
 
@@ -297,7 +316,7 @@ impl Authenticator {
     /// Where this kind's credential travels.
     pub fn consumes(&self) -> Consumes {
         match self {
-            Authenticator::None(_) => Consumes::default(),
+            Authenticator::None(_) | Authenticator::Mtls(_) => Consumes::default(),
         }
     }
 

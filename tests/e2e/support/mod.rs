@@ -153,7 +153,7 @@ impl Builder {
             format!(
                 "\n[server.tls]\ncert = \"{0}/server.crt\"\nkey = \"{0}/server.key\"\n{1}",
                 d.display(),
-                self.tls_extra
+                self.tls_extra.replace("{dir}", &d.display().to_string())
             )
         };
         let body = self
