@@ -6,8 +6,11 @@
 //! strips credentials and writes identity headers. "Absent" (not my kind of credential) is
 //! not "Reject" (mine and wrong); "Unavailable" fails closed.
 
+pub mod api_key;
+pub mod basic;
 pub mod none;
 pub mod pipeline;
+pub mod throttle;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -128,12 +131,20 @@ pub fn outcome_label(o: &Outcome) -> &'static str {
 pub struct Services {
     /// Metrics registry and handles.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Bounded pool for argon2/bcrypt verification (never on the async runtime).
+    pub hashing: basic::HashPool,
+    /// Failed-attempt counters for `[server.lockout]`.
+    pub failures: Arc<dyn throttle::FailureStore>,
 }
 
 impl Services {
     /// Services for one gateway.
     pub fn new(metrics: Arc<crate::metrics::Metrics>) -> Self {
-        Services { metrics }
+        Services {
+            metrics,
+            hashing: basic::HashPool::for_host(),
+            failures: Arc::new(throttle::MemoryStore::new()),
+        }
     }
 }
 
@@ -174,6 +185,10 @@ pub struct BuildContext {
 pub enum Authenticator {
     /// `kind = "none"`.
     None(none::NoneAuth),
+    /// `kind = "basic"`.
+    Basic(basic::Basic),
+    /// `kind = "api_key"`.
+    ApiKey(api_key::ApiKey),
 }
 
 /// Kinds recognised in config files.
@@ -184,7 +199,7 @@ pub fn build(
     name: &str,
     r: &raw::Authenticator,
     base: &str,
-    _ctx: &BuildContext,
+    ctx: &BuildContext,
     problems: &mut Problems,
 ) -> Option<Authenticator> {
     match r.kind.as_str() {
@@ -192,6 +207,8 @@ pub fn build(
             reject_foreign_keys(problems, base, r, &[]);
             Some(Authenticator::None(none::NoneAuth))
         }
+        "basic" => basic::Basic::build(name, r, base, ctx, problems).map(Authenticator::Basic),
+        "api_key" => api_key::ApiKey::build(r, base, problems).map(Authenticator::ApiKey),
         k if KINDS.contains(&k) => {
             problems.push(
                 format!("{base}.kind"),
@@ -270,6 +287,8 @@ impl Authenticator {
     pub async fn authenticate(&self, req: &RequestView<'_>) -> Outcome {
         match self {
             Authenticator::None(a) => a.authenticate(req),
+            Authenticator::Basic(a) => a.authenticate(req).await,
+            Authenticator::ApiKey(a) => a.authenticate(req),
         }
     }
 
@@ -277,6 +296,8 @@ impl Authenticator {
     pub fn method(&self) -> AuthMethod {
         match self {
             Authenticator::None(_) => AuthMethod::None,
+            Authenticator::Basic(_) => AuthMethod::Basic,
+            Authenticator::ApiKey(_) => AuthMethod::ApiKey,
         }
     }
 
@@ -285,7 +306,8 @@ impl Authenticator {
     pub fn challenge(&self, rejected: bool) -> Option<&HeaderValue> {
         let _ = rejected;
         match self {
-            Authenticator::None(_) => None,
+            Authenticator::None(_) | Authenticator::ApiKey(_) => None,
+            Authenticator::Basic(a) => Some(a.challenge()),
         }
     }
 
@@ -298,12 +320,20 @@ impl Authenticator {
     pub fn consumes(&self) -> Consumes {
         match self {
             Authenticator::None(_) => Consumes::default(),
+            Authenticator::Basic(_) => Consumes {
+                headers: basic::Basic::consumes(),
+                query: Vec::new(),
+            },
+            Authenticator::ApiKey(a) => {
+                let (headers, query) = a.consumes();
+                Consumes { headers, query }
+            }
         }
     }
 
     /// Whether this kind grants scopes (for `require.scopes` validation).
     pub fn grants_scopes(&self) -> bool {
-        false
+        matches!(self, Authenticator::ApiKey(_))
     }
 
     /// Whether this kind verifies bearer tokens (claims, bound tokens).
