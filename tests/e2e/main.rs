@@ -11,4 +11,5 @@ mod support;
 
 mod cli;
 mod config;
+mod credentials;
 mod proxy;
