@@ -117,7 +117,7 @@ impl Drop for Queued<'_> {
 
 /// A stored password hash, parsed at load time.
 enum Stored {
-    Argon2(PasswordHash),
+    Argon2(Box<PasswordHash>),
     Bcrypt(String),
 }
 
@@ -130,7 +130,7 @@ impl Stored {
             if h.salt.is_none() || h.hash.is_none() {
                 return Err("invalid argon2 hash: missing salt or output".into());
             }
-            Ok(Stored::Argon2(h))
+            Ok(Stored::Argon2(Box::new(h)))
         } else if ["$2a$", "$2b$", "$2y$"].iter().any(|p| s.starts_with(p)) {
             s.parse::<bcrypt::HashParts>()
                 .map_err(|e| format!("invalid bcrypt hash: {e}"))?;
@@ -143,7 +143,7 @@ impl Stored {
     /// Runs the hash; this is the expensive part.
     fn verify(&self, password: &[u8]) -> bool {
         match self {
-            Stored::Argon2(h) => Argon2::default().verify_password(password, h).is_ok(),
+            Stored::Argon2(h) => Argon2::default().verify_password(password, &**h).is_ok(),
             Stored::Bcrypt(s) => bcrypt::verify(password, s).unwrap_or(false),
         }
     }
@@ -184,7 +184,7 @@ fn default_dummy() -> Option<Stored> {
         salt: Some(Salt::new(&salt).ok()?),
         hash: Some(Output::new(&out).ok()?),
     };
-    Some(Stored::Argon2(h))
+    Some(Stored::Argon2(Box::new(h)))
 }
 
 /// The configured users.
