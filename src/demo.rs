@@ -34,6 +34,13 @@ async fn tour(port: u16) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let echo = crate::echo::spawn(([127, 0, 0, 1], 0).into(), None).await?;
     let d = dir.display();
+    // Throw-away credentials for the basic and api_key routes.
+    let mut pw = [0u8; 12];
+    rand::fill(&mut pw);
+    let demo_password = hex::encode(pw);
+    let demo_hash = crate::credentials::hash_password(&demo_password, 19_456, 2, 1)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (demo_key, demo_key_hash) = crate::credentials::new_api_key("demo");
     let toml = format!(
         r#"[server]
 listen = ["127.0.0.1:{port}"]
@@ -63,6 +70,16 @@ kind = "none"
 kind = "mtls"
 allow = ["URI:spiffe://demo.local/client"]
 
+[authenticators.staff]
+kind = "basic"
+realm = "demo"
+users = {{ demo = "{demo_hash}" }}
+
+[authenticators.partners]
+kind = "api_key"
+header = "X-API-Key"
+keys = [{{ id = "demo-partner", hash = "{demo_key_hash}", scopes = ["orders:read"] }}]
+
 [[routes]]
 name = "public"
 match = {{ path_prefix = "/public" }}
@@ -74,6 +91,19 @@ name = "services"
 match = {{ path_prefix = "/services" }}
 upstream = "echo"
 auth = "services"
+
+[[routes]]
+name = "staff"
+match = {{ path_prefix = "/staff" }}
+upstream = "echo"
+auth = "staff"
+
+[[routes]]
+name = "partners"
+match = {{ path_prefix = "/partners" }}
+upstream = "echo"
+auth = "partners"
+require = {{ scopes = ["orders:read"] }}
 "#,
         echo = echo.addr
     );
@@ -103,6 +133,27 @@ auth = "services"
         out,
         "curl --cacert {d}/ca.crt https://localhost:{}/public/hello\n",
         addr.port()
+    )?;
+    let port = addr.port();
+    writeln!(
+        out,
+        "# basic (kind = basic): argon2id-hashed password, user name forwarded as X-Auth-Subject"
+    )?;
+    writeln!(
+        out,
+        "curl --cacert {d}/ca.crt -u demo:{demo_password} https://localhost:{port}/staff/hello"
+    )?;
+    writeln!(
+        out,
+        "curl --cacert {d}/ca.crt -i -u demo:wrong https://localhost:{port}/staff/hello   # 401\n"
+    )?;
+    writeln!(
+        out,
+        "# api_key (kind = api_key): the key is stripped, its id and scopes are forwarded"
+    )?;
+    writeln!(
+        out,
+        "curl --cacert {d}/ca.crt -H \"X-API-Key: {demo_key}\" https://localhost:{port}/partners/orders\n"
     )?;
     writeln!(
         out,

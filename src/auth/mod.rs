@@ -6,9 +6,12 @@
 //! strips credentials and writes identity headers. "Absent" (not my kind of credential) is
 //! not "Reject" (mine and wrong); "Unavailable" fails closed.
 
+pub mod api_key;
+pub mod basic;
 pub mod mtls;
 pub mod none;
 pub mod pipeline;
+pub mod throttle;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -129,12 +132,20 @@ pub fn outcome_label(o: &Outcome) -> &'static str {
 pub struct Services {
     /// Metrics registry and handles.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Bounded pool for argon2/bcrypt verification (never on the async runtime).
+    pub hashing: basic::HashPool,
+    /// Failed-attempt counters for `[server.lockout]`.
+    pub failures: Arc<dyn throttle::FailureStore>,
 }
 
 impl Services {
     /// Services for one gateway.
     pub fn new(metrics: Arc<crate::metrics::Metrics>) -> Self {
-        Services { metrics }
+        Services {
+            metrics,
+            hashing: basic::HashPool::for_host(),
+            failures: Arc::new(throttle::MemoryStore::new()),
+        }
     }
 }
 
@@ -177,6 +188,10 @@ pub enum Authenticator {
     None(none::NoneAuth),
     /// `kind = "mtls"`.
     Mtls(mtls::Mtls),
+    /// `kind = "basic"`.
+    Basic(basic::Basic),
+    /// `kind = "api_key"`.
+    ApiKey(api_key::ApiKey),
 }
 
 /// Kinds recognised in config files.
@@ -209,6 +224,8 @@ pub fn build(
             let a = mtls::Mtls::build(base, r.allow.as_deref(), problems)?;
             ctx.client_auth.map(|_| Authenticator::Mtls(a))
         }
+        "basic" => basic::Basic::build(name, r, base, ctx, problems).map(Authenticator::Basic),
+        "api_key" => api_key::ApiKey::build(r, base, problems).map(Authenticator::ApiKey),
         k if KINDS.contains(&k) => {
             problems.push(
                 format!("{base}.kind"),
@@ -288,6 +305,8 @@ impl Authenticator {
         match self {
             Authenticator::None(a) => a.authenticate(req),
             Authenticator::Mtls(a) => a.authenticate(req),
+            Authenticator::Basic(a) => a.authenticate(req).await,
+            Authenticator::ApiKey(a) => a.authenticate(req),
         }
     }
 
@@ -296,6 +315,8 @@ impl Authenticator {
         match self {
             Authenticator::None(_) => AuthMethod::None,
             Authenticator::Mtls(_) => AuthMethod::Mtls,
+            Authenticator::Basic(_) => AuthMethod::Basic,
+            Authenticator::ApiKey(_) => AuthMethod::ApiKey,
         }
     }
 
@@ -304,7 +325,8 @@ impl Authenticator {
     pub fn challenge(&self, rejected: bool) -> Option<&HeaderValue> {
         let _ = rejected;
         match self {
-            Authenticator::None(_) | Authenticator::Mtls(_) => None,
+            Authenticator::None(_) | Authenticator::ApiKey(_) | Authenticator::Mtls(_) => None,
+            Authenticator::Basic(a) => Some(a.challenge()),
         }
     }
 
@@ -317,12 +339,20 @@ impl Authenticator {
     pub fn consumes(&self) -> Consumes {
         match self {
             Authenticator::None(_) | Authenticator::Mtls(_) => Consumes::default(),
+            Authenticator::Basic(_) => Consumes {
+                headers: basic::Basic::consumes(),
+                query: Vec::new(),
+            },
+            Authenticator::ApiKey(a) => {
+                let (headers, query) = a.consumes();
+                Consumes { headers, query }
+            }
         }
     }
 
     /// Whether this kind grants scopes (for `require.scopes` validation).
     pub fn grants_scopes(&self) -> bool {
-        false
+        matches!(self, Authenticator::ApiKey(_))
     }
 
     /// Whether this kind verifies bearer tokens (claims, bound tokens).

@@ -11,5 +11,6 @@ mod support;
 
 mod cli;
 mod config;
+mod credentials;
 mod mtls;
 mod proxy;

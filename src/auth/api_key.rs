@@ -1,0 +1,382 @@
+//! `kind = "api_key"`: a static key in a header (default `X-API-Key`) or, with
+//! `query = "name"`, in that query parameter.
+//!
+//! Place in the request path: the pipeline calls [`ApiKey::authenticate`]; the gateway
+//! strips the header or query parameter named by [`ApiKey::consumes`] before forwarding,
+//! and sets `X-Auth-Subject` to the key's `id` and `X-Auth-Scopes` to its scopes.
+//!
+//! Security invariants:
+//!
+//! * Keys are stored only as SHA-256 digests (`sha256:<64 hex>` in the config). A
+//!   presented key is hashed once, looked up by digest, and the digest is compared again
+//!   in constant time (`subtle`), so neither the map nor the compare leaks key bytes.
+//! * Lockout is checked before the key is hashed. Every present-but-wrong key (unknown,
+//!   expired, malformed, repeated) counts against the client IP; there is no per-name
+//!   counter because an unknown key has no `id` (see `throttle.rs`).
+//! * Expired keys are refused (401). No challenge header is sent (SPEC).
+//! * No type here derives `Debug`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::HeaderName;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::throttle::Throttle;
+use super::{AuthMethod, Identity, Outcome, RejectReason, RequestView};
+use crate::config::{Problems, raw};
+
+/// Longest accepted key.
+const MAX_KEY_LEN: usize = 1024;
+
+/// Where the key travels.
+enum Source {
+    Header(HeaderName),
+    Query(String),
+}
+
+/// One configured key.
+struct Entry {
+    digest: [u8; 32],
+    id: Arc<str>,
+    scopes: Arc<[String]>,
+    expires: Option<OffsetDateTime>,
+}
+
+/// The API-key authenticator.
+pub struct ApiKey {
+    source: Source,
+    keys: HashMap<[u8; 32], Entry>,
+}
+
+/// Parses `sha256:<64 hex>` into a digest.
+pub fn parse_hash(s: &str) -> Result<[u8; 32], String> {
+    let hexpart = s
+        .strip_prefix("sha256:")
+        .ok_or("must be `sha256:<64 hex digits>` (see `portcullis gen-api-key`)")?;
+    let mut out = [0u8; 32];
+    if hexpart.len() != 64 || hex::decode_to_slice(hexpart, &mut out).is_err() {
+        return Err("must be `sha256:` followed by exactly 64 hex digits".into());
+    }
+    Ok(out)
+}
+
+/// Decodes `%XX` escapes and `+` in a query value; `None` when malformed.
+fn percent_decode(v: &str) -> Option<Vec<u8>> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'%' => {
+                let hi = b.get(i + 1).and_then(|c| (*c as char).to_digit(16))?;
+                let lo = b.get(i + 2).and_then(|c| (*c as char).to_digit(16))?;
+                out.push(u8::try_from(hi * 16 + lo).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// What the request carries.
+enum Found {
+    Absent,
+    Malformed,
+    Key(Vec<u8>),
+}
+
+impl ApiKey {
+    /// Builds `[authenticators.NAME]` of kind api_key, recording problems under `base`.
+    pub fn build(r: &raw::Authenticator, base: &str, problems: &mut Problems) -> Option<ApiKey> {
+        super::reject_foreign_keys(problems, base, r, &["header", "query", "keys"]);
+        let before = problems.len();
+        let source = match (&r.header, &r.query) {
+            (Some(_), Some(_)) => {
+                problems.push(
+                    format!("{base}.query"),
+                    "give either `header` or `query`, not both",
+                );
+                None
+            }
+            (_, Some(q)) => {
+                if q.is_empty() || q.contains(['&', '=', '#', ' ', '%', '+']) {
+                    problems.push(
+                        format!("{base}.query"),
+                        format!("invalid query parameter name \"{q}\""),
+                    );
+                    None
+                } else {
+                    Some(Source::Query(q.clone()))
+                }
+            }
+            (h, None) => {
+                let h = h.as_deref().unwrap_or("X-API-Key");
+                match HeaderName::from_bytes(h.as_bytes()) {
+                    Ok(n) if n != http::header::AUTHORIZATION && n != http::header::HOST => {
+                        Some(Source::Header(n))
+                    }
+                    _ => {
+                        problems.push(
+                            format!("{base}.header"),
+                            format!("invalid header name \"{h}\""),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let mut keys = HashMap::new();
+        match &r.keys {
+            None => problems.push(
+                base.to_string(),
+                "kind \"api_key\" needs `keys = [{ id = \"...\", hash = \"sha256:...\" }]`",
+            ),
+            Some(list) if list.is_empty() => {
+                problems.push(format!("{base}.keys"), "no keys: add at least one")
+            }
+            Some(list) => {
+                for (i, k) in list.iter().enumerate() {
+                    let kb = format!("{base}.keys[{i}]");
+                    if k.id.is_empty() || http::HeaderValue::from_str(&k.id).is_err() {
+                        problems.push(format!("{kb}.id"), "must be non-empty printable text");
+                    }
+                    let digest = match parse_hash(&k.hash) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            problems.push(format!("{kb}.hash"), e);
+                            continue;
+                        }
+                    };
+                    let expires = match &k.expires {
+                        None => None,
+                        Some(s) => match OffsetDateTime::parse(s, &Rfc3339) {
+                            Ok(t) => Some(t),
+                            Err(_) => {
+                                problems.push(
+                                    format!("{kb}.expires"),
+                                    format!("\"{s}\" is not an RFC 3339 time such as 2027-06-30T00:00:00Z"),
+                                );
+                                continue;
+                            }
+                        },
+                    };
+                    let scopes = k.scopes.clone().unwrap_or_default();
+                    if let Some(s) = scopes
+                        .iter()
+                        .find(|s| s.is_empty() || s.contains(char::is_whitespace))
+                    {
+                        problems.push(
+                            format!("{kb}.scopes"),
+                            format!("invalid scope \"{s}\" (no spaces)"),
+                        );
+                    }
+                    if keys.contains_key(&digest) {
+                        problems.push(format!("{kb}.hash"), "the same key is configured twice");
+                        continue;
+                    }
+                    keys.insert(
+                        digest,
+                        Entry {
+                            digest,
+                            id: Arc::from(k.id.as_str()),
+                            scopes: Arc::from(scopes),
+                            expires,
+                        },
+                    );
+                }
+            }
+        }
+        if problems.len() != before {
+            return None;
+        }
+        Some(ApiKey {
+            source: source?,
+            keys,
+        })
+    }
+
+    /// Builds a header-based authenticator from `(id, sha256:hex, scopes)` (benches, tests).
+    pub fn from_hashes(
+        header: &str,
+        keys: &[(String, String, Vec<String>)],
+    ) -> Result<ApiKey, String> {
+        let name = HeaderName::from_bytes(header.as_bytes()).map_err(|e| e.to_string())?;
+        let mut map = HashMap::with_capacity(keys.len());
+        for (id, hash, scopes) in keys {
+            let digest = parse_hash(hash)?;
+            map.insert(
+                digest,
+                Entry {
+                    digest,
+                    id: Arc::from(id.as_str()),
+                    scopes: Arc::from(scopes.clone()),
+                    expires: None,
+                },
+            );
+        }
+        Ok(ApiKey {
+            source: Source::Header(name),
+            keys: map,
+        })
+    }
+
+    /// Header or query parameter the gateway must strip: `(headers, query)`.
+    pub fn consumes(&self) -> (Vec<HeaderName>, Vec<String>) {
+        match &self.source {
+            Source::Header(h) => (vec![h.clone()], Vec::new()),
+            Source::Query(q) => (Vec::new(), vec![q.clone()]),
+        }
+    }
+
+    fn find(&self, req: &RequestView<'_>) -> Found {
+        let value = match &self.source {
+            Source::Header(name) => {
+                let mut all = req.headers.get_all(name).iter();
+                let Some(v) = all.next() else {
+                    return Found::Absent;
+                };
+                if all.next().is_some() {
+                    return Found::Malformed;
+                }
+                v.as_bytes().trim_ascii().to_vec()
+            }
+            Source::Query(name) => {
+                let Some(q) = req.uri.query() else {
+                    return Found::Absent;
+                };
+                let mut hits = q.split('&').filter_map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (k == name).then_some(v)
+                });
+                let Some(v) = hits.next() else {
+                    return Found::Absent;
+                };
+                if hits.next().is_some() {
+                    return Found::Malformed;
+                }
+                match percent_decode(v) {
+                    Some(v) => v,
+                    None => return Found::Malformed,
+                }
+            }
+        };
+        if value.is_empty() || value.len() > MAX_KEY_LEN {
+            return Found::Malformed;
+        }
+        Found::Key(value)
+    }
+
+    /// The lookup alone: the matching key's id when `key` is configured and not expired.
+    pub fn lookup(&self, key: &[u8]) -> Option<&str> {
+        match self.check(key, OffsetDateTime::now_utc()) {
+            Ok(e) => Some(&e.id),
+            Err(_) => None,
+        }
+    }
+
+    fn check(&self, key: &[u8], now: OffsetDateTime) -> Result<&Entry, RejectReason> {
+        let digest: [u8; 32] = Sha256::digest(key).into();
+        let entry = self.keys.get(&digest).ok_or(RejectReason::Invalid)?;
+        if !bool::from(entry.digest.ct_eq(&digest)) {
+            return Err(RejectReason::Invalid);
+        }
+        if entry.expires.is_some_and(|t| now >= t) {
+            return Err(RejectReason::Expired);
+        }
+        Ok(entry)
+    }
+
+    /// Checks one request.
+    pub fn authenticate(&self, req: &RequestView<'_>) -> Outcome {
+        let found = self.find(req);
+        if matches!(found, Found::Absent) {
+            return Outcome::Absent;
+        }
+        let throttle = Throttle::new(&*req.services.failures, req.lockout, req.conn.peer.ip());
+        if let Some(d) = throttle.check(None) {
+            return Outcome::Locked(d);
+        }
+        let Found::Key(key) = found else {
+            throttle.failure(None);
+            return Outcome::Reject(RejectReason::Invalid);
+        };
+        match self.check(&key, OffsetDateTime::now_utc()) {
+            Ok(e) => {
+                let mut id = Identity::new(AuthMethod::ApiKey, &*e.id);
+                id.scopes = e.scopes.clone();
+                Outcome::Admit(id)
+            }
+            Err(reason) => {
+                throttle.failure(None);
+                Outcome::Reject(reason)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_only_sha256_hex() {
+        let (_, h) = crate::credentials::new_api_key("pk");
+        assert!(parse_hash(&h).is_ok());
+        assert!(parse_hash(&h.to_uppercase().replace("SHA256:", "sha256:")).is_ok());
+        assert!(parse_hash(h.trim_start_matches("sha256:")).is_err());
+        assert!(parse_hash(&format!("{h}0")).is_err());
+        assert!(parse_hash(&h[..h.len() - 1]).is_err());
+        assert!(parse_hash("sha512:abcd").is_err());
+        assert!(parse_hash(&format!("sha256:{}", "g".repeat(64))).is_err());
+    }
+
+    #[test]
+    fn looks_up_by_digest_and_rejects_near_misses() {
+        let (key, hash) = crate::credentials::new_api_key("pk");
+        let a =
+            ApiKey::from_hashes("x-api-key", &[("acme".into(), hash, vec!["r".into()])]).unwrap();
+        assert_eq!(a.lookup(key.as_bytes()), Some("acme"));
+        let mut changed = key.clone().into_bytes();
+        if let Some(b) = changed.last_mut() {
+            *b = if *b == b'A' { b'B' } else { b'A' };
+        }
+        assert_eq!(a.lookup(&changed), None);
+        assert_eq!(a.lookup(&key.as_bytes()[..key.len() - 1]), None);
+        assert_eq!(a.lookup(format!("{key}x").as_bytes()), None);
+        assert_eq!(a.lookup(format!("x{key}").as_bytes()), None);
+    }
+
+    #[test]
+    fn expired_keys_are_rejected_as_expired() {
+        let (key, hash) = crate::credentials::new_api_key("");
+        let mut a = ApiKey::from_hashes("x-api-key", &[("acme".into(), hash, vec![])]).unwrap();
+        for e in a.keys.values_mut() {
+            e.expires = Some(OffsetDateTime::parse("2020-01-01T00:00:00Z", &Rfc3339).unwrap());
+        }
+        assert!(matches!(
+            a.check(key.as_bytes(), OffsetDateTime::now_utc()),
+            Err(RejectReason::Expired)
+        ));
+        let before = OffsetDateTime::parse("2019-12-31T23:59:59Z", &Rfc3339).unwrap();
+        assert!(a.check(key.as_bytes(), before).is_ok());
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%2Bb+c").unwrap(), b"a+b c");
+        assert!(percent_decode("a%2").is_none());
+        assert!(percent_decode("a%zz").is_none());
+    }
+}

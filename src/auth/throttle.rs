@@ -1,0 +1,464 @@
+//! Failed-attempt limits (`[server.lockout]`): brute-force and credential-stuffing
+//! protection for the credential kinds that check a secret (`basic`, `api_key`).
+//!
+//! Place in the request path: an authenticator that found *its* credential on the request
+//! asks [`Throttle::check`] first and answers `Outcome::Locked` (429 + `Retry-After`)
+//! **before any hash is computed**; after verifying it reports the result with
+//! [`Throttle::failure`] / [`Throttle::success`]. An absent credential is never counted; a
+//! present-but-wrong one (malformed, unknown user, wrong password, unknown or expired key)
+//! always is.
+//!
+//! Keys and policy choices:
+//!
+//! * **Per client IP** — every failure of `basic` or `api_key` counts against the peer
+//!   address. This is what stops credential stuffing (many names, one try each).
+//! * **Per name** — `basic` also counts against the user name (known *and* unknown names,
+//!   so the lockout does not reveal which users exist), which stops a distributed guess
+//!   at one account. `api_key` has no per-name key: an unknown key has no `id`, and
+//!   keying on the presented value would let an attacker fill the table for free.
+//! * Names are scoped by authenticator (`staff/alice` and `ops/alice` are distinct).
+//! * `max_failures` failures within `window` lock the key for `lockout`; each further
+//!   lockout of the same key (before it has been quiet for `max_lockout`) doubles the
+//!   duration, capped at `max_lockout`.
+//! * **A success never resets a per-IP counter**: otherwise an attacker holding one valid
+//!   credential could log in between guesses to reset its own budget. A success resets
+//!   the *failure count* (not the lockout history) of a user name only when every failure
+//!   in the current window came from the same IP as the success — the user who mistyped
+//!   and then got it right — so a legitimate login elsewhere never forgives an attacker's
+//!   failures against that name from another address.
+//! * Memory is bounded by `max_entries`: when the table is full, expired entries are swept;
+//!   if it is still full, the least recently touched tenth of the entries that are not
+//!   currently locked is evicted (amortised O(1) per insert). Active lockouts are never
+//!   evicted to make room, so a flood of random names cannot unlock anyone; if the table
+//!   holds nothing but active lockouts, the new key is simply not tracked (its IP still is).
+//!
+//! Counters sit behind [`FailureStore`] so a shared (e.g. Redis) store can replace the
+//! in-memory [`MemoryStore`] for a fleet of gateways. They live in `auth::Services`, so
+//! they survive reloads.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+use crate::config::Lockout;
+
+/// What a failure counter is kept for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// A client address.
+    Ip(IpAddr),
+    /// A user name within one authenticator (`authenticator`, `name`).
+    Name(Arc<str>, Box<str>),
+}
+
+/// Storage of failure counters. Implementations must be cheap to call on every request
+/// carrying a credential and must bound their memory.
+pub trait FailureStore: Send + Sync {
+    /// The remaining lockout of `key`, if it is locked at `now`.
+    fn locked(&self, key: &Key, now: Instant) -> Option<Duration>;
+    /// Records one failure of `key` from `ip`; returns the lockout it started, if any.
+    fn record_failure(
+        &self,
+        key: &Key,
+        ip: IpAddr,
+        now: Instant,
+        policy: &Lockout,
+    ) -> Option<Duration>;
+    /// Records a success of `key` from `ip` (see the module doc for what it resets).
+    fn record_success(&self, key: &Key, ip: IpAddr, now: Instant, policy: &Lockout);
+    /// Number of keys currently tracked.
+    fn len(&self) -> usize;
+    /// True when nothing is tracked.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    failures: u32,
+    window_start: Instant,
+    locked_until: Option<Instant>,
+    /// Lockouts so far (for the doubling).
+    strikes: u32,
+    last_seen: Instant,
+    /// The only IP that failed in this window, or `None` once several did.
+    sole_ip: Option<IpAddr>,
+}
+
+impl Entry {
+    fn new(now: Instant, ip: IpAddr) -> Self {
+        Entry {
+            failures: 0,
+            window_start: now,
+            locked_until: None,
+            strikes: 0,
+            last_seen: now,
+            sole_ip: Some(ip),
+        }
+    }
+
+    fn is_locked(&self, now: Instant) -> bool {
+        self.locked_until.is_some_and(|u| now < u)
+    }
+
+    /// Nothing left to remember: not locked, window over, and quiet long enough that the
+    /// doubling history is forgotten too.
+    fn expired(&self, now: Instant, policy: &Lockout) -> bool {
+        let window_over = now >= self.window_start + policy.window;
+        let history_over = self
+            .locked_until
+            .is_none_or(|u| now >= u + policy.max_lockout);
+        window_over && history_over
+    }
+}
+
+/// The lockout for the `strikes`-th lockout of a key: `lockout * 2^(strikes-1)`, capped.
+pub fn lockout_for(strikes: u32, policy: &Lockout) -> Duration {
+    let shift = strikes.saturating_sub(1).min(30);
+    policy
+        .lockout
+        .checked_mul(1u32 << shift)
+        .unwrap_or(policy.max_lockout)
+        .min(policy.max_lockout)
+}
+
+/// In-process counters in a sharded concurrent map.
+#[derive(Default)]
+pub struct MemoryStore {
+    map: DashMap<Key, Entry>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStore::default()
+    }
+
+    /// Makes room for one more key; false when the table holds only active lockouts.
+    fn make_room(&self, now: Instant, policy: &Lockout) -> bool {
+        let max = policy.max_entries.max(1);
+        if self.map.len() < max {
+            return true;
+        }
+        self.map.retain(|_, e| !e.expired(now, policy));
+        if self.map.len() < max {
+            return true;
+        }
+        // Evict the least recently touched tenth of the unlocked entries.
+        let mut seen: Vec<Instant> = self
+            .map
+            .iter()
+            .filter(|e| !e.is_locked(now))
+            .map(|e| e.last_seen)
+            .collect();
+        if seen.is_empty() {
+            return false;
+        }
+        let n = (max / 10).clamp(1, seen.len());
+        let (_, cutoff, _) = seen.select_nth_unstable(n - 1);
+        let cutoff = *cutoff;
+        self.map
+            .retain(|_, e| e.is_locked(now) || e.last_seen > cutoff);
+        self.map.len() < max
+    }
+}
+
+impl FailureStore for MemoryStore {
+    fn locked(&self, key: &Key, now: Instant) -> Option<Duration> {
+        let e = self.map.get(key)?;
+        let until = e.locked_until?;
+        (now < until).then(|| until - now)
+    }
+
+    fn record_failure(
+        &self,
+        key: &Key,
+        ip: IpAddr,
+        now: Instant,
+        policy: &Lockout,
+    ) -> Option<Duration> {
+        if !self.map.contains_key(key) && !self.make_room(now, policy) {
+            return None;
+        }
+        let mut e = self
+            .map
+            .entry(key.clone())
+            .or_insert_with(|| Entry::new(now, ip));
+        if e.expired(now, policy) {
+            *e = Entry::new(now, ip);
+        } else if now >= e.window_start + policy.window {
+            e.failures = 0;
+            e.window_start = now;
+            e.sole_ip = Some(ip);
+        }
+        e.last_seen = now;
+        if e.is_locked(now) {
+            // Raced with another failure that locked it; the lockout stands.
+            return e.locked_until.map(|u| u - now);
+        }
+        if e.failures == 0 {
+            e.sole_ip = Some(ip);
+        } else if e.sole_ip != Some(ip) {
+            e.sole_ip = None;
+        }
+        e.failures = e.failures.saturating_add(1);
+        if e.failures >= policy.max_failures.max(1) {
+            e.strikes = e.strikes.saturating_add(1);
+            let d = lockout_for(e.strikes, policy);
+            e.locked_until = Some(now + d);
+            e.failures = 0;
+            e.window_start = now;
+            return Some(d);
+        }
+        None
+    }
+
+    fn record_success(&self, key: &Key, ip: IpAddr, now: Instant, policy: &Lockout) {
+        if matches!(key, Key::Ip(_)) {
+            return;
+        }
+        let remove = match self.map.get_mut(key) {
+            Some(mut e) => {
+                if e.failures > 0 && e.sole_ip == Some(ip) {
+                    e.failures = 0;
+                }
+                e.expired(now, policy) || (e.strikes == 0 && e.failures == 0)
+            }
+            None => false,
+        };
+        if remove {
+            self.map
+                .remove_if(key, |_, e| e.strikes == 0 && e.failures == 0);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+/// The lockout decisions one authenticator makes, over a shared store.
+pub struct Throttle<'a> {
+    store: &'a dyn FailureStore,
+    policy: &'a Lockout,
+    ip: IpAddr,
+}
+
+impl<'a> Throttle<'a> {
+    /// Decisions for a request from `ip` under `policy`.
+    pub fn new(store: &'a dyn FailureStore, policy: &'a Lockout, ip: IpAddr) -> Self {
+        Throttle { store, policy, ip }
+    }
+
+    /// The remaining lockout of the client IP or of `name`, whichever is longer.
+    pub fn check(&self, name: Option<&Key>) -> Option<Duration> {
+        if !self.policy.enabled {
+            return None;
+        }
+        let now = Instant::now();
+        let ip = self.store.locked(&Key::Ip(self.ip), now);
+        let name = name.and_then(|k| self.store.locked(k, now));
+        match (ip, name) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Counts a failure against the client IP and, if given, `name`.
+    pub fn failure(&self, name: Option<&Key>) {
+        if !self.policy.enabled {
+            return;
+        }
+        let now = Instant::now();
+        let _ = self
+            .store
+            .record_failure(&Key::Ip(self.ip), self.ip, now, self.policy);
+        if let Some(k) = name {
+            let _ = self.store.record_failure(k, self.ip, now, self.policy);
+        }
+    }
+
+    /// Reports a success (never resets the IP counter; see the module doc).
+    pub fn success(&self, name: Option<&Key>) {
+        if !self.policy.enabled {
+            return;
+        }
+        if let Some(k) = name {
+            self.store
+                .record_success(k, self.ip, Instant::now(), self.policy);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Lockout {
+        Lockout {
+            enabled: true,
+            max_failures: 3,
+            window: Duration::from_secs(60),
+            lockout: Duration::from_secs(10),
+            max_lockout: Duration::from_secs(35),
+            max_entries: 100,
+        }
+    }
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, n])
+    }
+
+    fn name(s: &str) -> Key {
+        Key::Name(Arc::from("staff"), s.into())
+    }
+
+    #[test]
+    fn locks_after_max_failures_within_window() {
+        let s = MemoryStore::new();
+        let p = policy();
+        let t0 = Instant::now();
+        let k = Key::Ip(ip(1));
+        assert_eq!(s.record_failure(&k, ip(1), t0, &p), None);
+        assert_eq!(s.record_failure(&k, ip(1), t0, &p), None);
+        assert_eq!(s.locked(&k, t0), None);
+        assert_eq!(
+            s.record_failure(&k, ip(1), t0, &p),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            s.locked(&k, t0 + Duration::from_secs(4)),
+            Some(Duration::from_secs(6))
+        );
+        assert_eq!(s.locked(&k, t0 + Duration::from_secs(10)), None);
+    }
+
+    #[test]
+    fn failures_outside_window_do_not_accumulate() {
+        let s = MemoryStore::new();
+        let p = policy();
+        let t0 = Instant::now();
+        let k = Key::Ip(ip(1));
+        s.record_failure(&k, ip(1), t0, &p);
+        s.record_failure(&k, ip(1), t0, &p);
+        let later = t0 + Duration::from_secs(61);
+        assert_eq!(s.record_failure(&k, ip(1), later, &p), None);
+        assert_eq!(s.locked(&k, later), None);
+    }
+
+    #[test]
+    fn lockout_doubles_up_to_cap() {
+        let p = policy();
+        assert_eq!(lockout_for(1, &p), Duration::from_secs(10));
+        assert_eq!(lockout_for(2, &p), Duration::from_secs(20));
+        assert_eq!(lockout_for(3, &p), Duration::from_secs(35));
+        assert_eq!(lockout_for(200, &p), Duration::from_secs(35));
+        let s = MemoryStore::new();
+        let k = Key::Ip(ip(1));
+        let mut now = Instant::now();
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            for _ in 0..3 {
+                if let Some(d) = s.record_failure(&k, ip(1), now, &p) {
+                    got.push(d);
+                }
+            }
+            now += Duration::from_secs(40);
+        }
+        assert_eq!(
+            got,
+            [10, 20, 35].map(Duration::from_secs).to_vec(),
+            "each repeat doubles, capped"
+        );
+    }
+
+    #[test]
+    fn success_from_same_ip_resets_name_but_not_ip() {
+        let s = MemoryStore::new();
+        let p = policy();
+        let t = Instant::now();
+        let th_ip = Key::Ip(ip(1));
+        for _ in 0..2 {
+            s.record_failure(&th_ip, ip(1), t, &p);
+            s.record_failure(&name("alice"), ip(1), t, &p);
+        }
+        s.record_success(&name("alice"), ip(1), t, &p);
+        s.record_success(&th_ip, ip(1), t, &p);
+        // Name forgiven: two more failures do not lock it.
+        assert_eq!(s.record_failure(&name("alice"), ip(1), t, &p), None);
+        assert_eq!(s.record_failure(&name("alice"), ip(1), t, &p), None);
+        // IP not forgiven: its third failure locks it.
+        assert!(s.record_failure(&th_ip, ip(1), t, &p).is_some());
+    }
+
+    #[test]
+    fn success_elsewhere_does_not_forgive_attacker() {
+        let s = MemoryStore::new();
+        let p = policy();
+        let t = Instant::now();
+        s.record_failure(&name("alice"), ip(66), t, &p);
+        s.record_failure(&name("alice"), ip(66), t, &p);
+        s.record_success(&name("alice"), ip(1), t, &p);
+        assert!(s.record_failure(&name("alice"), ip(66), t, &p).is_some());
+    }
+
+    #[test]
+    fn mixed_ips_are_not_forgiven() {
+        let s = MemoryStore::new();
+        let p = policy();
+        let t = Instant::now();
+        s.record_failure(&name("bob"), ip(66), t, &p);
+        s.record_failure(&name("bob"), ip(1), t, &p);
+        s.record_success(&name("bob"), ip(1), t, &p);
+        assert!(s.record_failure(&name("bob"), ip(1), t, &p).is_some());
+    }
+
+    #[test]
+    fn flood_of_names_is_bounded_and_keeps_lockouts() {
+        let s = MemoryStore::new();
+        let mut p = policy();
+        p.max_entries = 50;
+        let t = Instant::now();
+        let victim = name("victim");
+        for _ in 0..3 {
+            s.record_failure(&victim, ip(1), t, &p);
+        }
+        assert!(s.locked(&victim, t).is_some());
+        for i in 0..10_000u32 {
+            let k = name(&format!("random{i}"));
+            s.record_failure(&k, ip(2), t + Duration::from_millis(u64::from(i)), &p);
+            assert!(s.len() <= 50);
+        }
+        assert!(s.locked(&victim, t).is_some(), "active lockout survived");
+    }
+
+    #[test]
+    fn disabled_policy_never_locks() {
+        let s = MemoryStore::new();
+        let mut p = policy();
+        p.enabled = false;
+        let th = Throttle::new(&s, &p, ip(1));
+        for _ in 0..10 {
+            th.failure(Some(&name("a")));
+        }
+        assert_eq!(th.check(Some(&name("a"))), None);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn throttle_checks_ip_and_name() {
+        let s = MemoryStore::new();
+        let p = policy();
+        let th = Throttle::new(&s, &p, ip(1));
+        let other = Throttle::new(&s, &p, ip(2));
+        for _ in 0..3 {
+            th.failure(Some(&name("a")));
+        }
+        assert!(th.check(None).is_some(), "ip locked");
+        assert!(other.check(Some(&name("a"))).is_some(), "name locked");
+        assert!(other.check(Some(&name("b"))).is_none());
+    }
+}
