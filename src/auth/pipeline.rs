@@ -17,6 +17,7 @@
 //! checks scopes (union over identities), claims and certificate binding -> 403.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderValue;
 use prometheus_client::metrics::counter::Counter;
@@ -141,46 +142,18 @@ impl Pipeline {
     }
 
     async fn any_of(&self, req: &RequestView<'_>) -> Result<Admitted, Refusal> {
-        let mut locked = None;
-        let mut unavailable = false;
-        let mut rejected = false;
-        let mut forbidden = false;
-        let mut rejected_token: u64 = 0;
+        let mut verdict = AnyVerdict::default();
         for (i, m) in self.members.iter().enumerate() {
             let outcome = m.auth.authenticate(req).await;
             m.counters.record(&outcome);
-            match outcome {
-                Outcome::Admit(id) => {
-                    return Ok(Admitted {
-                        identities: vec![id],
-                    });
-                }
-                Outcome::Absent => {}
-                Outcome::Reject(r) => {
-                    rejected = true;
-                    if r != RejectReason::Invalid || m.auth.is_token() {
-                        rejected_token |= 1 << i.min(63);
-                    }
-                }
-                Outcome::Forbidden => forbidden = true,
-                Outcome::Unavailable => unavailable = true,
-                Outcome::Locked(d) => {
-                    locked = Some(locked.map_or(d, |l: std::time::Duration| l.max(d)))
-                }
+            if let Outcome::Admit(id) = outcome {
+                return Ok(Admitted {
+                    identities: vec![id],
+                });
             }
+            verdict.note(i, &outcome, m.auth.is_token());
         }
-        if let Some(retry_after) = locked {
-            return Err(Refusal::TooManyRequests { retry_after });
-        }
-        if unavailable {
-            return Err(Refusal::AuthUnavailable);
-        }
-        if forbidden && !rejected {
-            return Err(Refusal::Forbidden { challenge: None });
-        }
-        Err(Refusal::Unauthorized {
-            challenges: self.challenges(|i| rejected_token & (1 << i.min(63)) != 0),
-        })
+        Err(verdict.refusal(|rejected| self.challenges(rejected)))
     }
 
     async fn all_of(&self, req: &RequestView<'_>) -> Result<Admitted, Refusal> {
@@ -190,28 +163,17 @@ impl Pipeline {
             m.counters.record(&outcome);
             match outcome {
                 Outcome::Admit(id) => identities.push(id),
-                Outcome::Absent => {
-                    return Err(Refusal::Unauthorized {
-                        challenges: self.challenges(|_| false),
-                    });
-                }
-                Outcome::Reject(r) => {
-                    let token = r != RejectReason::Invalid || m.auth.is_token();
-                    return Err(Refusal::Unauthorized {
-                        challenges: self.challenges(|j| j == i && token),
-                    });
-                }
-                Outcome::Forbidden => return Err(Refusal::Forbidden { challenge: None }),
-                Outcome::Unavailable => return Err(Refusal::AuthUnavailable),
-                Outcome::Locked(retry_after) => {
-                    return Err(Refusal::TooManyRequests { retry_after });
+                other => {
+                    return Err(all_refusal(i, &other, m.auth.is_token(), |rejected| {
+                        self.challenges(rejected)
+                    }));
                 }
             }
         }
         Ok(Admitted { identities })
     }
 
-    fn challenges(&self, rejected: impl Fn(usize) -> bool) -> Vec<HeaderValue> {
+    fn challenges(&self, rejected: &dyn Fn(usize) -> bool) -> Vec<HeaderValue> {
         self.members
             .iter()
             .enumerate()
@@ -231,7 +193,7 @@ impl Pipeline {
         if unbound {
             return Err(Refusal::Unauthorized {
                 challenges: self
-                    .challenges(|i| self.members.get(i).is_some_and(|m| m.auth.is_token())),
+                    .challenges(&|i| self.members.get(i).is_some_and(|m| m.auth.is_token())),
             });
         }
         let token_used = admitted.identities.iter().any(|i| i.claims.is_some());
@@ -276,7 +238,7 @@ impl Pipeline {
             if !bound {
                 return Err(Refusal::Unauthorized {
                     challenges: self
-                        .challenges(|i| self.members.get(i).is_some_and(|m| m.auth.is_token())),
+                        .challenges(&|i| self.members.get(i).is_some_and(|m| m.auth.is_token())),
                 });
             }
         }
@@ -291,6 +253,78 @@ impl Pipeline {
     }
 }
 
+/// The non-admitting outcomes of an any-of, folded into its refusal (table rows 2-6).
+#[derive(Default)]
+struct AnyVerdict {
+    locked: Option<Duration>,
+    unavailable: bool,
+    rejected: bool,
+    forbidden: bool,
+    /// Bit i: member i refused a token (Bearer `error="invalid_token"`).
+    token_rejected: u64,
+}
+
+impl AnyVerdict {
+    fn note(&mut self, i: usize, outcome: &Outcome, is_token: bool) {
+        match outcome {
+            Outcome::Admit(_) | Outcome::Absent => {}
+            Outcome::Reject(r) => {
+                self.rejected = true;
+                if *r != RejectReason::Invalid || is_token {
+                    self.token_rejected |= 1 << i.min(63);
+                }
+            }
+            Outcome::Forbidden => self.forbidden = true,
+            Outcome::Unavailable => self.unavailable = true,
+            Outcome::Locked(d) => self.locked = Some(self.locked.map_or(*d, |l| l.max(*d))),
+        }
+    }
+
+    fn refusal(
+        self,
+        challenges: impl FnOnce(&dyn Fn(usize) -> bool) -> Vec<HeaderValue>,
+    ) -> Refusal {
+        if let Some(retry_after) = self.locked {
+            return Refusal::TooManyRequests { retry_after };
+        }
+        if self.unavailable {
+            return Refusal::AuthUnavailable;
+        }
+        if self.forbidden && !self.rejected {
+            return Refusal::Forbidden { challenge: None };
+        }
+        let bits = self.token_rejected;
+        Refusal::Unauthorized {
+            challenges: challenges(&|i| bits & (1 << i.min(63)) != 0),
+        }
+    }
+}
+
+/// The refusal of an all-of whose member `i` did not admit (table rows 8-10).
+fn all_refusal(
+    i: usize,
+    outcome: &Outcome,
+    is_token: bool,
+    challenges: impl FnOnce(&dyn Fn(usize) -> bool) -> Vec<HeaderValue>,
+) -> Refusal {
+    match outcome {
+        Outcome::Admit(_) | Outcome::Absent => Refusal::Unauthorized {
+            challenges: challenges(&|_| false),
+        },
+        Outcome::Reject(r) => {
+            let token = *r != RejectReason::Invalid || is_token;
+            Refusal::Unauthorized {
+                challenges: challenges(&|j| j == i && token),
+            }
+        }
+        Outcome::Forbidden => Refusal::Forbidden { challenge: None },
+        Outcome::Unavailable => Refusal::AuthUnavailable,
+        Outcome::Locked(retry_after) => Refusal::TooManyRequests {
+            retry_after: *retry_after,
+        },
+    }
+}
+
 fn insufficient_scope(realm: &str, scopes: &[String]) -> Option<HeaderValue> {
     let v = if scopes.is_empty() {
         format!("Bearer realm=\"{realm}\", error=\"insufficient_scope\"")
@@ -301,4 +335,155 @@ fn insufficient_scope(realm: &str, scopes: &[String]) -> Option<HeaderValue> {
         )
     };
     HeaderValue::from_str(&v).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{AuthMethod, Identity};
+
+    fn any(outcomes: Vec<Outcome>) -> Result<&'static str, Refusal> {
+        let mut v = AnyVerdict::default();
+        for (i, o) in outcomes.iter().enumerate() {
+            if matches!(o, Outcome::Admit(_)) {
+                return Ok("admit");
+            }
+            v.note(i, o, false);
+        }
+        Err(v.refusal(|_| Vec::new()))
+    }
+
+    fn admit() -> Outcome {
+        Outcome::Admit(Identity::new(AuthMethod::None, "x"))
+    }
+
+    fn locked(s: u64) -> Outcome {
+        Outcome::Locked(Duration::from_secs(s))
+    }
+
+    fn unauthorized() -> Refusal {
+        Refusal::Unauthorized {
+            challenges: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn any_first_admit_wins() {
+        assert_eq!(
+            any(vec![Outcome::Absent, admit(), Outcome::Unavailable]),
+            Ok("admit")
+        );
+        assert_eq!(
+            any(vec![Outcome::Reject(RejectReason::Invalid), admit()]),
+            Ok("admit")
+        );
+    }
+
+    #[test]
+    fn any_lockout_beats_everything_else() {
+        let r = any(vec![
+            Outcome::Unavailable,
+            locked(3),
+            Outcome::Reject(RejectReason::Invalid),
+            locked(9),
+        ]);
+        assert_eq!(
+            r,
+            Err(Refusal::TooManyRequests {
+                retry_after: Duration::from_secs(9)
+            })
+        );
+    }
+
+    #[test]
+    fn any_unavailable_beats_reject() {
+        let r = any(vec![
+            Outcome::Reject(RejectReason::InvalidToken),
+            Outcome::Unavailable,
+        ]);
+        assert_eq!(r, Err(Refusal::AuthUnavailable));
+    }
+
+    #[test]
+    fn any_reject_beats_forbidden() {
+        assert_eq!(
+            any(vec![
+                Outcome::Forbidden,
+                Outcome::Reject(RejectReason::Invalid)
+            ]),
+            Err(unauthorized())
+        );
+    }
+
+    #[test]
+    fn any_forbidden_alone_is_403() {
+        assert_eq!(
+            any(vec![Outcome::Absent, Outcome::Forbidden]),
+            Err(Refusal::Forbidden { challenge: None })
+        );
+    }
+
+    #[test]
+    fn any_all_absent_is_401() {
+        assert_eq!(
+            any(vec![Outcome::Absent, Outcome::Absent]),
+            Err(unauthorized())
+        );
+    }
+
+    #[test]
+    fn any_marks_only_refused_tokens_invalid() {
+        let mut v = AnyVerdict::default();
+        v.note(0, &Outcome::Absent, true);
+        v.note(1, &Outcome::Reject(RejectReason::InvalidToken), true);
+        v.note(2, &Outcome::Reject(RejectReason::Invalid), false);
+        let mut seen = Vec::new();
+        let _ = v.refusal(|f| {
+            seen = (0..3).map(f).collect();
+            Vec::new()
+        });
+        assert_eq!(seen, vec![false, true, false]);
+    }
+
+    #[test]
+    fn all_first_non_admit_decides() {
+        let r = |o: Outcome| all_refusal(1, &o, false, |_| Vec::new());
+        assert_eq!(r(Outcome::Absent), unauthorized());
+        assert_eq!(r(Outcome::Reject(RejectReason::Invalid)), unauthorized());
+        assert_eq!(
+            r(Outcome::Forbidden),
+            Refusal::Forbidden { challenge: None }
+        );
+        assert_eq!(r(Outcome::Unavailable), Refusal::AuthUnavailable);
+        assert_eq!(
+            r(locked(5)),
+            Refusal::TooManyRequests {
+                retry_after: Duration::from_secs(5)
+            }
+        );
+    }
+
+    #[test]
+    fn all_marks_the_refused_token_member() {
+        let mut seen = Vec::new();
+        let _ = all_refusal(1, &Outcome::Reject(RejectReason::Invalid), true, |f| {
+            seen = (0..3).map(f).collect();
+            Vec::new()
+        });
+        assert_eq!(seen, vec![false, true, false]);
+    }
+
+    #[test]
+    fn admitted_joins_methods_and_unions_scopes() {
+        let mut a = Identity::new(AuthMethod::Mtls, "spiffe://x/a");
+        a.scopes = Arc::from(vec!["r".to_string()]);
+        let mut b = Identity::new(AuthMethod::Basic, "alice");
+        b.scopes = Arc::from(vec!["w".to_string(), "r".to_string()]);
+        let adm = Admitted {
+            identities: vec![a, b],
+        };
+        assert_eq!(adm.methods(), "mtls,basic");
+        assert_eq!(adm.subject(), "spiffe://x/a");
+        assert_eq!(adm.scopes(), vec!["r", "w"]);
+    }
 }
