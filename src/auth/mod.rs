@@ -6,8 +6,13 @@
 //! strips credentials and writes identity headers. "Absent" (not my kind of credential) is
 //! not "Reject" (mine and wrong); "Unavailable" fails closed.
 
+pub mod bearer;
+pub mod introspection;
+pub mod jwks;
+pub mod jwt;
 pub mod none;
 pub mod pipeline;
+pub mod token_cache;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -174,6 +179,10 @@ pub struct BuildContext {
 pub enum Authenticator {
     /// `kind = "none"`.
     None(none::NoneAuth),
+    /// `kind = "jwt"`.
+    Jwt(jwt::Jwt),
+    /// `kind = "introspection"`.
+    Introspection(introspection::Introspection),
 }
 
 /// Kinds recognised in config files.
@@ -184,13 +193,17 @@ pub fn build(
     name: &str,
     r: &raw::Authenticator,
     base: &str,
-    _ctx: &BuildContext,
+    ctx: &BuildContext,
     problems: &mut Problems,
 ) -> Option<Authenticator> {
     match r.kind.as_str() {
         "none" => {
             reject_foreign_keys(problems, base, r, &[]);
             Some(Authenticator::None(none::NoneAuth))
+        }
+        "jwt" => jwt::build(name, r, base, ctx, problems).map(Authenticator::Jwt),
+        "introspection" => {
+            introspection::build(name, r, base, ctx, problems).map(Authenticator::Introspection)
         }
         k if KINDS.contains(&k) => {
             problems.push(
@@ -270,6 +283,8 @@ impl Authenticator {
     pub async fn authenticate(&self, req: &RequestView<'_>) -> Outcome {
         match self {
             Authenticator::None(a) => a.authenticate(req),
+            Authenticator::Jwt(a) => a.authenticate(req).await,
+            Authenticator::Introspection(a) => a.authenticate(req).await,
         }
     }
 
@@ -277,45 +292,74 @@ impl Authenticator {
     pub fn method(&self) -> AuthMethod {
         match self {
             Authenticator::None(_) => AuthMethod::None,
+            Authenticator::Jwt(_) => AuthMethod::Jwt,
+            Authenticator::Introspection(_) => AuthMethod::Introspection,
         }
     }
 
     /// `WWW-Authenticate` challenge offered on 401, if this kind has one; `rejected` asks
     /// for the RFC 6750 `error="invalid_token"` form where a token was refused.
     pub fn challenge(&self, rejected: bool) -> Option<&HeaderValue> {
-        let _ = rejected;
         match self {
             Authenticator::None(_) => None,
+            Authenticator::Jwt(a) => Some(a.challenge(rejected)),
+            Authenticator::Introspection(a) => Some(a.challenge(rejected)),
         }
     }
 
     /// The realm used in Bearer challenges, for token kinds.
     pub fn bearer_realm(&self) -> Option<&str> {
-        None
+        match self {
+            Authenticator::Jwt(a) => Some(a.realm()),
+            Authenticator::Introspection(a) => Some(a.realm()),
+            _ => None,
+        }
     }
 
     /// Where this kind's credential travels.
     pub fn consumes(&self) -> Consumes {
         match self {
             Authenticator::None(_) => Consumes::default(),
+            Authenticator::Jwt(a) => a.consumes(),
+            Authenticator::Introspection(a) => a.consumes(),
         }
     }
 
     /// Whether this kind grants scopes (for `require.scopes` validation).
     pub fn grants_scopes(&self) -> bool {
-        false
+        matches!(
+            self,
+            Authenticator::Jwt(_) | Authenticator::Introspection(_)
+        )
     }
 
     /// Whether this kind verifies bearer tokens (claims, bound tokens).
     pub fn is_token(&self) -> bool {
-        false
+        matches!(
+            self,
+            Authenticator::Jwt(_) | Authenticator::Introspection(_)
+        )
     }
 
     /// Whether this kind's backend is ready (e.g. JWKS loaded) for `/readyz`.
     pub fn ready(&self) -> Result<(), String> {
-        Ok(())
+        match self {
+            Authenticator::Jwt(a) => a.ready(),
+            _ => Ok(()),
+        }
     }
 
     /// Starts background work (JWKS refresh) for the snapshot that owns this authenticator.
-    pub fn start(self: &Arc<Self>) {}
+    pub fn start(self: &Arc<Self>) {
+        if let Authenticator::Jwt(a) = &**self {
+            a.start();
+        }
+    }
+
+    /// Resolves per-authenticator metric handles (e.g. JWKS refresh counters).
+    pub fn attach(&self, metrics: &crate::metrics::Metrics) {
+        if let Authenticator::Jwt(a) = self {
+            a.attach(metrics);
+        }
+    }
 }
