@@ -67,7 +67,9 @@ pub enum Keys {
 /// The JWT authenticator. Holds key material: no `Debug`.
 pub struct Jwt {
     keys: Keys,
-    validation: Validation,
+    /// One validation per algorithm family on the allow-list (jsonwebtoken requires a
+    /// validation's algorithms to share the key's family).
+    validations: Vec<Validation>,
     options: TokenOptions,
     cache: Box<dyn TokenStore<Arc<Identity>>>,
 }
@@ -97,13 +99,17 @@ impl Jwt {
         let Ok(header) = jsonwebtoken::decode_header(token) else {
             return reject();
         };
-        if !self.validation.algorithms.contains(&header.alg) {
+        let Some(validation) = self
+            .validations
+            .iter()
+            .find(|v| v.algorithms.contains(&header.alg))
+        else {
             return reject();
-        }
+        };
         let kid = header.kid.as_deref();
         let claims = match &self.keys {
             Keys::Static(set) => match set.lookup(kid, header.alg) {
-                Lookup::Found(k) => self.verify(token, k),
+                Lookup::Found(k) => verify(token, k, validation),
                 Lookup::UnknownKid | Lookup::NoKey => None,
             },
             Keys::Remote(remote) => {
@@ -123,7 +129,7 @@ impl Jwt {
                     }
                 }
                 match set.lookup(kid, header.alg) {
-                    Lookup::Found(k) => self.verify(token, k),
+                    Lookup::Found(k) => verify(token, k, validation),
                     Lookup::UnknownKid | Lookup::NoKey => None,
                 }
             }
@@ -136,16 +142,6 @@ impl Jwt {
         let id = self.options.identity(AuthMethod::Jwt, claims);
         self.cache.put(key, Arc::new(id.clone()), ttl);
         Outcome::Admit(id)
-    }
-
-    fn verify(&self, token: &str, key: &DecodingKey) -> Option<Map<String, Value>> {
-        match jsonwebtoken::decode::<Map<String, Value>>(token, key, &self.validation) {
-            Ok(data) => Some(data.claims),
-            Err(e) => {
-                tracing::debug!(reason = ?e.kind(), "jwt rejected");
-                None
-            }
-        }
     }
 
     /// The Bearer challenge.
@@ -182,6 +178,17 @@ impl Jwt {
     pub fn attach(&self, metrics: &crate::metrics::Metrics) {
         if let Keys::Remote(r) = &self.keys {
             r.attach(metrics);
+        }
+    }
+}
+
+/// Verifies signature and claims; the caller has matched the key to the algorithm.
+fn verify(token: &str, key: &DecodingKey, validation: &Validation) -> Option<Map<String, Value>> {
+    match jsonwebtoken::decode::<Map<String, Value>>(token, key, validation) {
+        Ok(data) => Some(data.claims),
+        Err(e) => {
+            tracing::debug!(reason = ?e.kind(), "jwt rejected");
+            None
         }
     }
 }
@@ -433,6 +440,21 @@ pub fn build(
         None => validation.validate_aud = false,
     }
     validation.set_required_spec_claims(&required);
+    let mut validations: Vec<Validation> = Vec::new();
+    for a in &validation.algorithms {
+        match validations.iter_mut().find(|v| {
+            v.algorithms
+                .first()
+                .is_some_and(|f| f.family() == a.family())
+        }) {
+            Some(v) => v.algorithms.push(*a),
+            None => {
+                let mut v = validation.clone();
+                v.algorithms = vec![*a];
+                validations.push(v);
+            }
+        }
+    }
     let cache_size = match r.cache_size {
         None => 10_000,
         Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
@@ -446,7 +468,7 @@ pub fn build(
     }
     Some(Jwt {
         keys: keys?,
-        validation,
+        validations,
         options: options?,
         cache: Box::new(MemoryStore::new(cache_size)),
     })

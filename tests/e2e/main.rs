@@ -12,3 +12,4 @@ mod support;
 mod cli;
 mod config;
 mod proxy;
+mod tokens;
