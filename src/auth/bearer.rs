@@ -309,9 +309,11 @@ mod tests {
     #[test]
     fn identity_from_claims() {
         let mut p = Problems::default();
-        let mut r = raw::Authenticator::default();
-        r.forward_claims = Some([("tenant".to_string(), "X-Tenant".to_string())].into());
-        r.forward_token = Some(true);
+        let r = raw::Authenticator {
+            forward_claims: Some([("tenant".to_string(), "X-Tenant".to_string())].into()),
+            forward_token: Some(true),
+            ..Default::default()
+        };
         let o = TokenOptions::build("idp", &r, "a", &mut p).unwrap();
         assert_eq!(p.len(), 0);
         let c = json!({"client_id": "svc", "tenant": "acme", "cnf": {"x5t#S256": "abc"}, "scope": "r w"});
@@ -326,8 +328,10 @@ mod tests {
     #[test]
     fn refuses_reserved_forward_header() {
         let mut p = Problems::default();
-        let mut r = raw::Authenticator::default();
-        r.forward_claims = Some([("sub".to_string(), "X-Auth-Subject".to_string())].into());
+        let r = raw::Authenticator {
+            forward_claims: Some([("sub".to_string(), "X-Auth-Subject".to_string())].into()),
+            ..Default::default()
+        };
         assert!(TokenOptions::build("idp", &r, "a", &mut p).is_some());
         assert_eq!(p.len(), 1);
     }

@@ -92,6 +92,11 @@ impl Jwt {
             Bearer::Malformed => return reject(),
             Bearer::Token(t) => t,
         };
+        self.authenticate_token(token).await
+    }
+
+    /// Verifies one bearer token (cache first).
+    pub async fn authenticate_token(&self, token: &str) -> Outcome {
         let key = token_key(token);
         if let Some(id) = self.cache.get(&key) {
             return Outcome::Admit((*id).clone());

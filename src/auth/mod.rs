@@ -180,9 +180,9 @@ pub enum Authenticator {
     /// `kind = "none"`.
     None(none::NoneAuth),
     /// `kind = "jwt"`.
-    Jwt(jwt::Jwt),
+    Jwt(Box<jwt::Jwt>),
     /// `kind = "introspection"`.
-    Introspection(introspection::Introspection),
+    Introspection(Box<introspection::Introspection>),
 }
 
 /// Kinds recognised in config files.
@@ -201,10 +201,9 @@ pub fn build(
             reject_foreign_keys(problems, base, r, &[]);
             Some(Authenticator::None(none::NoneAuth))
         }
-        "jwt" => jwt::build(name, r, base, ctx, problems).map(Authenticator::Jwt),
-        "introspection" => {
-            introspection::build(name, r, base, ctx, problems).map(Authenticator::Introspection)
-        }
+        "jwt" => jwt::build(name, r, base, ctx, problems).map(|a| Authenticator::Jwt(Box::new(a))),
+        "introspection" => introspection::build(name, r, base, ctx, problems)
+            .map(|a| Authenticator::Introspection(Box::new(a))),
         k if KINDS.contains(&k) => {
             problems.push(
                 format!("{base}.kind"),
