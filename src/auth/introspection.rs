@@ -101,6 +101,19 @@ pub fn form_encode(s: &str, out: &mut String) {
     }
 }
 
+struct FlightDone<'a> {
+    map: &'a DashMap<TokenKey, Flight>,
+    key: TokenKey,
+    flight: Flight,
+}
+
+impl Drop for FlightDone<'_> {
+    fn drop(&mut self) {
+        self.map
+            .remove_if(&self.key, |_, f| Arc::ptr_eq(f, &self.flight));
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -130,6 +143,13 @@ impl Introspection {
             return Some(v);
         }
         let flight: Flight = self.inflight.entry(key).or_default().clone();
+        // Removes the in-flight entry however this future ends (even if the caller is
+        // cancelled), so abandoned flights cannot accumulate.
+        let _done = FlightDone {
+            map: &self.inflight,
+            key,
+            flight: flight.clone(),
+        };
         let result = flight
             .get_or_init(|| async {
                 let r = self.call(token).await;
@@ -140,8 +160,6 @@ impl Introspection {
             })
             .await
             .clone();
-        self.inflight
-            .remove_if(&key, |_, f| Arc::ptr_eq(f, &flight));
         result.ok()
     }
 
