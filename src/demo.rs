@@ -3,6 +3,8 @@
 
 use std::io::Write;
 
+mod idp;
+
 /// Runs the demo until Ctrl-C; returns the exit code.
 pub fn run(port: u16) -> i32 {
     crate::telemetry::init_default();
@@ -33,6 +35,7 @@ async fn tour(port: u16) -> anyhow::Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let echo = crate::echo::spawn(([127, 0, 0, 1], 0).into(), None).await?;
+    let idp = idp::spawn().await?;
     let d = dir.display();
     // Throw-away credentials for the basic and api_key routes.
     let mut pw = [0u8; 12];
@@ -104,8 +107,40 @@ match = {{ path_prefix = "/partners" }}
 upstream = "echo"
 auth = "partners"
 require = {{ scopes = ["orders:read"] }}
+
+[authenticators.idp]
+kind = "jwt"
+jwks_url = "http://{idp_addr}/jwks"
+issuer = "{issuer}"
+audiences = ["{audience}"]
+algorithms = ["ES256"]
+forward_claims = {{ tenant = "X-Tenant" }}
+
+[authenticators.opaque]
+kind = "introspection"
+endpoint = "http://{idp_addr}/introspect"
+client_id = "{client_id}"
+client_secret = "{client_secret}"
+
+[[routes]]
+name = "jwt"
+match = {{ path_prefix = "/jwt" }}
+upstream = "echo"
+auth = "idp"
+require = {{ scopes = ["orders:read"] }}
+
+[[routes]]
+name = "introspection"
+match = {{ path_prefix = "/opaque" }}
+upstream = "echo"
+auth = "opaque"
 "#,
-        echo = echo.addr
+        echo = echo.addr,
+        idp_addr = idp.addr,
+        issuer = idp::ISSUER,
+        audience = idp::AUDIENCE,
+        client_id = idp::CLIENT_ID,
+        client_secret = idp.client_secret,
     );
     let path = dir.join("portcullis.toml");
     std::fs::write(&path, toml)?;
@@ -180,12 +215,39 @@ require = {{ scopes = ["orders:read"] }}
         "curl --cacert {d}/ca.crt --path-as-is https://localhost:{}/public/../admin\n",
         addr.port()
     )?;
+    writeln!(
+        out,
+        "# jwt route: an ES256 token from the built-in demo issuer (JWKS at http://{}/jwks)",
+        idp.addr
+    )?;
+    writeln!(
+        out,
+        "curl --cacert {d}/ca.crt -H 'Authorization: Bearer {}' https://localhost:{}/jwt/orders",
+        idp.jwt,
+        addr.port()
+    )?;
+    writeln!(
+        out,
+        "curl --cacert {d}/ca.crt -H 'Authorization: Bearer not.a.token' https://localhost:{}/jwt/orders\n",
+        addr.port()
+    )?;
+    writeln!(
+        out,
+        "# introspection route (RFC 7662): an opaque token the demo issuer knows"
+    )?;
+    writeln!(
+        out,
+        "curl --cacert {d}/ca.crt -H 'Authorization: Bearer {}' https://localhost:{}/opaque/orders\n",
+        idp.opaque,
+        addr.port()
+    )?;
     writeln!(out, "# admin: health, readiness and metrics")?;
     writeln!(out, "curl http://{admin}/readyz")?;
     writeln!(out, "curl http://{admin}/metrics\n")?;
     drop(out);
     let r = running.serve_until_signal().await;
     drop(echo);
+    drop(idp);
     let _ = std::fs::remove_dir_all(&dir);
     r
 }

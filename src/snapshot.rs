@@ -64,9 +64,12 @@ impl Snapshot {
         let members: Vec<Member> = config
             .authenticators
             .iter()
-            .map(|(name, a)| Member {
-                auth: a.clone(),
-                counters: metrics.decisions(name),
+            .map(|(name, a)| {
+                a.attach(metrics);
+                Member {
+                    auth: a.clone(),
+                    counters: metrics.decisions(name),
+                }
             })
             .collect();
         let mut routes = Vec::with_capacity(config.routes.len());

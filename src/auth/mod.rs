@@ -8,10 +8,15 @@
 
 pub mod api_key;
 pub mod basic;
+pub mod bearer;
+pub mod introspection;
+pub mod jwks;
+pub mod jwt;
 pub mod mtls;
 pub mod none;
 pub mod pipeline;
 pub mod throttle;
+pub mod token_cache;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -192,6 +197,10 @@ pub enum Authenticator {
     Basic(basic::Basic),
     /// `kind = "api_key"`.
     ApiKey(api_key::ApiKey),
+    /// `kind = "jwt"`.
+    Jwt(Box<jwt::Jwt>),
+    /// `kind = "introspection"`.
+    Introspection(Box<introspection::Introspection>),
 }
 
 /// Kinds recognised in config files.
@@ -226,6 +235,9 @@ pub fn build(
         }
         "basic" => basic::Basic::build(name, r, base, ctx, problems).map(Authenticator::Basic),
         "api_key" => api_key::ApiKey::build(r, base, problems).map(Authenticator::ApiKey),
+        "jwt" => jwt::build(name, r, base, ctx, problems).map(|a| Authenticator::Jwt(Box::new(a))),
+        "introspection" => introspection::build(name, r, base, ctx, problems)
+            .map(|a| Authenticator::Introspection(Box::new(a))),
         k if KINDS.contains(&k) => {
             problems.push(
                 format!("{base}.kind"),
@@ -307,6 +319,8 @@ impl Authenticator {
             Authenticator::Mtls(a) => a.authenticate(req),
             Authenticator::Basic(a) => a.authenticate(req).await,
             Authenticator::ApiKey(a) => a.authenticate(req),
+            Authenticator::Jwt(a) => a.authenticate(req).await,
+            Authenticator::Introspection(a) => a.authenticate(req).await,
         }
     }
 
@@ -317,22 +331,29 @@ impl Authenticator {
             Authenticator::Mtls(_) => AuthMethod::Mtls,
             Authenticator::Basic(_) => AuthMethod::Basic,
             Authenticator::ApiKey(_) => AuthMethod::ApiKey,
+            Authenticator::Jwt(_) => AuthMethod::Jwt,
+            Authenticator::Introspection(_) => AuthMethod::Introspection,
         }
     }
 
     /// `WWW-Authenticate` challenge offered on 401, if this kind has one; `rejected` asks
     /// for the RFC 6750 `error="invalid_token"` form where a token was refused.
     pub fn challenge(&self, rejected: bool) -> Option<&HeaderValue> {
-        let _ = rejected;
         match self {
             Authenticator::None(_) | Authenticator::ApiKey(_) | Authenticator::Mtls(_) => None,
             Authenticator::Basic(a) => Some(a.challenge()),
+            Authenticator::Jwt(a) => Some(a.challenge(rejected)),
+            Authenticator::Introspection(a) => Some(a.challenge(rejected)),
         }
     }
 
     /// The realm used in Bearer challenges, for token kinds.
     pub fn bearer_realm(&self) -> Option<&str> {
-        None
+        match self {
+            Authenticator::Jwt(a) => Some(a.realm()),
+            Authenticator::Introspection(a) => Some(a.realm()),
+            _ => None,
+        }
     }
 
     /// Where this kind's credential travels.
@@ -347,24 +368,46 @@ impl Authenticator {
                 let (headers, query) = a.consumes();
                 Consumes { headers, query }
             }
+            Authenticator::Jwt(a) => a.consumes(),
+            Authenticator::Introspection(a) => a.consumes(),
         }
     }
 
     /// Whether this kind grants scopes (for `require.scopes` validation).
     pub fn grants_scopes(&self) -> bool {
-        matches!(self, Authenticator::ApiKey(_))
+        matches!(
+            self,
+            Authenticator::ApiKey(_) | Authenticator::Jwt(_) | Authenticator::Introspection(_)
+        )
     }
 
     /// Whether this kind verifies bearer tokens (claims, bound tokens).
     pub fn is_token(&self) -> bool {
-        false
+        matches!(
+            self,
+            Authenticator::Jwt(_) | Authenticator::Introspection(_)
+        )
     }
 
     /// Whether this kind's backend is ready (e.g. JWKS loaded) for `/readyz`.
     pub fn ready(&self) -> Result<(), String> {
-        Ok(())
+        match self {
+            Authenticator::Jwt(a) => a.ready(),
+            _ => Ok(()),
+        }
     }
 
     /// Starts background work (JWKS refresh) for the snapshot that owns this authenticator.
-    pub fn start(self: &Arc<Self>) {}
+    pub fn start(self: &Arc<Self>) {
+        if let Authenticator::Jwt(a) = &**self {
+            a.start();
+        }
+    }
+
+    /// Resolves per-authenticator metric handles (e.g. JWKS refresh counters).
+    pub fn attach(&self, metrics: &crate::metrics::Metrics) {
+        if let Authenticator::Jwt(a) = self {
+            a.attach(metrics);
+        }
+    }
 }

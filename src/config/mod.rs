@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use toml::de::DeTable;
 
 pub use error::{ConfigError, Problem, Problems};
+pub(crate) use validate::remote_url;
 
 use crate::auth::Authenticator;
 

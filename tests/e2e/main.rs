@@ -14,3 +14,4 @@ mod config;
 mod credentials;
 mod mtls;
 mod proxy;
+mod tokens;

@@ -1,0 +1,478 @@
+//! `kind = "introspection"`: asks an RFC 7662 endpoint whether an opaque bearer token is
+//! active, authenticating the gateway with `client_secret_basic` (default) or
+//! `client_secret_post`, and grants the answer's subject, scopes and claims.
+//!
+//! Invariants: fail closed — an endpoint that is down, slow (`timeout`, default 5s) or
+//! answers anything but 200 + JSON yields `Unavailable` (503) unless a verdict is cached,
+//! never an admission. Active answers are cached until min(`exp`, `cache_ttl`, default
+//! 60s), inactive ones for `negative_cache_ttl` (default 5s), keyed by SHA-256 of the
+//! token. Concurrent requests with the same token share one call (single-flight). The
+//! client secret is never logged.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use bytes::Bytes;
+use dashmap::DashMap;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use serde_json::{Map, Value};
+use tokio::sync::OnceCell;
+
+use super::bearer::{Bearer, TokenOptions, bearer};
+use super::jwks::idp_client;
+use super::token_cache::{MemoryStore, TokenKey, TokenStore, token_key};
+use super::{AuthMethod, BuildContext, Consumes, Identity, Outcome, RejectReason, RequestView};
+use crate::config::secret::{self, Secret, Sources};
+use crate::config::{Problems, raw, resolve_path};
+use crate::proxy::upstream::Connector;
+
+/// Largest introspection response accepted.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Keys the `introspection` kind accepts.
+pub const KEYS: &[&str] = &[
+    "realm",
+    "endpoint",
+    "client_id",
+    "client_secret",
+    "client_secret_file",
+    "client_secret_env",
+    "auth_method",
+    "ca",
+    "timeout",
+    "cache_ttl",
+    "negative_cache_ttl",
+    "cache_size",
+    "issuer",
+    "audiences",
+    "forward_token",
+    "forward_claims",
+];
+
+/// A cached verdict.
+#[derive(Clone)]
+pub enum Verdict {
+    /// Active token and the identity it grants.
+    Active(Arc<Identity>),
+    /// Inactive, expired or not for us.
+    Inactive,
+}
+
+/// How the gateway authenticates to the endpoint. Holds the secret: no `Debug`.
+enum ClientAuth {
+    /// `Authorization: Basic` (precomputed, marked sensitive).
+    Basic(HeaderValue),
+    /// `client_id` and `client_secret` in the form body.
+    Post { client_id: String, secret: Secret },
+}
+
+type Flight = Arc<OnceCell<Result<Verdict, ()>>>;
+
+/// The introspection authenticator.
+pub struct Introspection {
+    name: String,
+    endpoint: Uri,
+    client: Client<Connector, Full<Bytes>>,
+    auth: ClientAuth,
+    timeout: Duration,
+    cache_ttl: Duration,
+    negative_cache_ttl: Duration,
+    issuer: Option<String>,
+    audiences: Option<Vec<String>>,
+    options: TokenOptions,
+    cache: Box<dyn TokenStore<Verdict>>,
+    inflight: DashMap<TokenKey, Flight>,
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+pub fn form_encode(s: &str, out: &mut String) {
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'*') {
+            out.push(char::from(b));
+        } else if b == b' ' {
+            out.push('+');
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+struct FlightDone<'a> {
+    map: &'a DashMap<TokenKey, Flight>,
+    key: TokenKey,
+    flight: Flight,
+}
+
+impl Drop for FlightDone<'_> {
+    fn drop(&mut self) {
+        self.map
+            .remove_if(&self.key, |_, f| Arc::ptr_eq(f, &self.flight));
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Introspection {
+    /// Authenticates the request's bearer token.
+    pub async fn authenticate(&self, req: &RequestView<'_>) -> Outcome {
+        let token = match bearer(req.headers) {
+            Bearer::Absent => return Outcome::Absent,
+            Bearer::Malformed => return Outcome::Reject(RejectReason::InvalidToken),
+            Bearer::Token(t) => t,
+        };
+        match self.verdict(token).await {
+            Some(Verdict::Active(id)) => Outcome::Admit((*id).clone()),
+            Some(Verdict::Inactive) => Outcome::Reject(RejectReason::InvalidToken),
+            None => Outcome::Unavailable,
+        }
+    }
+
+    /// The verdict on `token`: cached, or from one (shared) call; `None` when the
+    /// endpoint cannot answer.
+    pub async fn verdict(&self, token: &str) -> Option<Verdict> {
+        let key = token_key(token);
+        if let Some(v) = self.cache.get(&key) {
+            return Some(v);
+        }
+        let flight: Flight = self.inflight.entry(key).or_default().clone();
+        // Removes the in-flight entry however this future ends (even if the caller is
+        // cancelled), so abandoned flights cannot accumulate.
+        let _done = FlightDone {
+            map: &self.inflight,
+            key,
+            flight: flight.clone(),
+        };
+        let result = flight
+            .get_or_init(|| async {
+                let r = self.call(token).await;
+                if let Ok((v, ttl)) = &r {
+                    self.cache.put(key, v.clone(), *ttl);
+                }
+                r.map(|(v, _)| v)
+            })
+            .await
+            .clone();
+        result.ok()
+    }
+
+    async fn call(&self, token: &str) -> Result<(Verdict, Duration), ()> {
+        match tokio::time::timeout(self.timeout, self.call_inner(token)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                tracing::warn!(auth.name = %self.name, endpoint = %self.endpoint, error = %e, "token introspection failed");
+                Err(())
+            }
+            Err(_) => {
+                tracing::warn!(auth.name = %self.name, endpoint = %self.endpoint, "token introspection timed out");
+                Err(())
+            }
+        }
+    }
+
+    async fn call_inner(&self, token: &str) -> Result<(Verdict, Duration), String> {
+        let mut body = String::with_capacity(token.len() + 64);
+        body.push_str("token=");
+        form_encode(token, &mut body);
+        body.push_str("&token_type_hint=access_token");
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(self.endpoint.clone())
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ACCEPT, "application/json");
+        match &self.auth {
+            ClientAuth::Basic(v) => req = req.header(AUTHORIZATION, v.clone()),
+            ClientAuth::Post { client_id, secret } => {
+                body.push_str("&client_id=");
+                form_encode(client_id, &mut body);
+                body.push_str("&client_secret=");
+                form_encode(secret.expose(), &mut body);
+            }
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|_| "cannot build request".to_string())?;
+        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+        if resp.status() != StatusCode::OK {
+            return Err(format!("endpoint answered {}", resp.status()));
+        }
+        let bytes = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("reading response: {e}"))?
+            .to_bytes();
+        let claims: Map<String, Value> = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("response is not a JSON object: {e}"))?;
+        Ok(self.judge(claims, unix_now()))
+    }
+
+    /// Turns an RFC 7662 response into a verdict and how long to cache it.
+    pub fn judge(&self, claims: Map<String, Value>, now: u64) -> (Verdict, Duration) {
+        let inactive = (Verdict::Inactive, self.negative_cache_ttl);
+        if claims.get("active") != Some(&Value::Bool(true)) {
+            return inactive;
+        }
+        let exp = claims.get("exp").and_then(Value::as_u64);
+        if exp.is_some_and(|e| e <= now) {
+            return inactive;
+        }
+        if claims
+            .get("nbf")
+            .and_then(Value::as_u64)
+            .is_some_and(|n| n > now)
+        {
+            return inactive;
+        }
+        if let Some(iss) = &self.issuer {
+            if claims.get("iss").and_then(Value::as_str) != Some(iss.as_str()) {
+                return inactive;
+            }
+        }
+        if let Some(want) = &self.audiences {
+            let ok = match claims.get("aud") {
+                Some(Value::String(a)) => want.contains(a),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .any(|a| want.iter().any(|w| w == a)),
+                _ => false,
+            };
+            if !ok {
+                return inactive;
+            }
+        }
+        let ttl = exp.map_or(self.cache_ttl, |e| {
+            Duration::from_secs(e.saturating_sub(now)).min(self.cache_ttl)
+        });
+        let id = self.options.identity(AuthMethod::Introspection, claims);
+        (Verdict::Active(Arc::new(id)), ttl)
+    }
+
+    /// The Bearer challenge.
+    pub fn challenge(&self, rejected: bool) -> &HeaderValue {
+        self.options.challenges.get(rejected)
+    }
+
+    /// The Bearer realm.
+    pub fn realm(&self) -> &str {
+        self.options.challenges.realm()
+    }
+
+    /// `Authorization` and the `forward_claims` headers.
+    pub fn consumes(&self) -> Consumes {
+        self.options.consumes()
+    }
+}
+
+/// Builds `[authenticators.NAME]` of kind `introspection`.
+pub fn build(
+    name: &str,
+    r: &raw::Authenticator,
+    base: &str,
+    ctx: &BuildContext,
+    problems: &mut Problems,
+) -> Option<Introspection> {
+    let before = problems.len();
+    super::reject_foreign_keys(problems, base, r, KEYS);
+    let options = TokenOptions::build(name, r, base, problems);
+    let endpoint = match &r.endpoint {
+        Some(e) => crate::config::remote_url(problems, &format!("{base}.endpoint"), e, true),
+        None => {
+            problems.push(
+                base.to_string(),
+                "missing `endpoint` (the RFC 7662 introspection URL)",
+            );
+            None
+        }
+    };
+    let client_id = r.client_id.clone().unwrap_or_default();
+    if client_id.is_empty() {
+        problems.push(base.to_string(), "missing `client_id`");
+    }
+    let src = Sources {
+        inline: r.client_secret.as_ref(),
+        file: r.client_secret_file.as_ref(),
+        env: r.client_secret_env.as_ref(),
+    };
+    let secret = secret::resolve(problems, base, "client_secret", src, &ctx.config_dir, true);
+    let auth = match (r.auth_method.as_deref(), secret) {
+        (_, None) => None,
+        (None | Some("client_secret_basic"), Some(s)) => {
+            // RFC 6749 §2.3.1: form-encode both parts before Base64.
+            let mut pair = String::new();
+            form_encode(&client_id, &mut pair);
+            pair.push(':');
+            form_encode(s.expose(), &mut pair);
+            let v = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            );
+            HeaderValue::from_str(&v).ok().map(|mut v| {
+                v.set_sensitive(true);
+                ClientAuth::Basic(v)
+            })
+        }
+        (Some("client_secret_post"), Some(s)) => Some(ClientAuth::Post {
+            client_id: client_id.clone(),
+            secret: s,
+        }),
+        (Some(m), Some(_)) => {
+            problems.push(
+                format!("{base}.auth_method"),
+                format!("unknown auth_method \"{m}\" (expected \"client_secret_basic\" or \"client_secret_post\")"),
+            );
+            None
+        }
+    };
+    let ca = r.ca.as_ref().and_then(|c| {
+        crate::tls::load_certs(&resolve_path(&ctx.config_dir, c))
+            .map_err(|e| problems.push(format!("{base}.ca"), e))
+            .ok()
+    });
+    let timeout = r.timeout.map_or(Duration::from_secs(5), |d| d.0);
+    let cache_ttl = r.cache_ttl.map_or(Duration::from_secs(60), |d| d.0);
+    let negative_cache_ttl = r.negative_cache_ttl.map_or(Duration::from_secs(5), |d| d.0);
+    if timeout.is_zero() {
+        problems.push(format!("{base}.timeout"), "must be greater than 0");
+    }
+    let cache_size = match r.cache_size {
+        None => 10_000,
+        Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
+        Some(_) => {
+            problems.push(format!("{base}.cache_size"), "must be greater than 0");
+            1
+        }
+    };
+    if r.audiences.as_ref().is_some_and(Vec::is_empty) {
+        problems.push(
+            format!("{base}.audiences"),
+            "must list at least one audience (or be omitted)",
+        );
+    }
+    let client = idp_client(ca.as_deref(), timeout)
+        .map_err(|e| problems.push(format!("{base}.ca"), e))
+        .ok();
+    if problems.len() != before {
+        return None;
+    }
+    Some(Introspection {
+        name: name.to_string(),
+        endpoint: endpoint?,
+        client: client?,
+        auth: auth?,
+        timeout,
+        cache_ttl,
+        negative_cache_ttl,
+        issuer: r.issuer.clone(),
+        audiences: r.audiences.clone(),
+        options: options?,
+        cache: Box::new(MemoryStore::new(cache_size)),
+        inflight: DashMap::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn intro(extra: impl FnOnce(&mut raw::Authenticator)) -> Introspection {
+        let mut r = raw::Authenticator {
+            kind: "introspection".into(),
+            endpoint: Some("https://idp.example.com/introspect".into()),
+            client_id: Some("gw".into()),
+            client_secret: Some("s3cret".into()),
+            ..Default::default()
+        };
+        extra(&mut r);
+        let ctx = BuildContext {
+            config_dir: ".".into(),
+            client_auth: None,
+        };
+        let mut p = Problems::default();
+        let i = build("opaque", &r, "a", &ctx, &mut p);
+        assert_eq!(p.len(), 0, "{p:?}");
+        i.unwrap()
+    }
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn form_encodes() {
+        let mut s = String::new();
+        form_encode("a b+c/=&é", &mut s);
+        assert_eq!(s, "a+b%2Bc%2F%3D%26%C3%A9");
+    }
+
+    #[test]
+    fn active_answer_is_cached_until_exp() {
+        let i = intro(|_| {});
+        let (v, ttl) = i.judge(obj(json!({"active": true, "sub": "u", "exp": 1010})), 1000);
+        assert!(matches!(v, Verdict::Active(_)));
+        assert_eq!(ttl, Duration::from_secs(10));
+        let (_, ttl) = i.judge(obj(json!({"active": true})), 1000);
+        assert_eq!(ttl, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn inactive_or_expired_is_refused() {
+        let i = intro(|_| {});
+        for v in [
+            json!({"active": false}),
+            json!({"active": "true"}),
+            json!({}),
+            json!({"active": true, "exp": 999}),
+        ] {
+            let (v, ttl) = i.judge(obj(v), 1000);
+            assert!(matches!(v, Verdict::Inactive));
+            assert_eq!(ttl, Duration::from_secs(5));
+        }
+    }
+
+    #[test]
+    fn checks_issuer_and_audience() {
+        let i = intro(|r| {
+            r.issuer = Some("https://idp".into());
+            r.audiences = Some(vec!["api".into()]);
+        });
+        let ok = json!({"active": true, "iss": "https://idp", "aud": ["x", "api"]});
+        assert!(matches!(i.judge(obj(ok), 0).0, Verdict::Active(_)));
+        let bad = json!({"active": true, "iss": "https://idp", "aud": "x"});
+        assert!(matches!(i.judge(obj(bad), 0).0, Verdict::Inactive));
+        let bad = json!({"active": true, "aud": "api"});
+        assert!(matches!(i.judge(obj(bad), 0).0, Verdict::Inactive));
+    }
+
+    #[test]
+    fn refuses_unknown_auth_method() {
+        let mut r = raw::Authenticator {
+            kind: "introspection".into(),
+            endpoint: Some("https://idp.example.com/introspect".into()),
+            client_id: Some("gw".into()),
+            client_secret: Some("s3cret".into()),
+            auth_method: Some("private_key_jwt".into()),
+            ..Default::default()
+        };
+        let ctx = BuildContext {
+            config_dir: ".".into(),
+            client_auth: None,
+        };
+        let mut p = Problems::default();
+        assert!(build("o", &r, "a", &ctx, &mut p).is_none());
+        assert_eq!(p.len(), 1);
+        r.auth_method = None;
+        r.client_secret = None;
+        let mut p = Problems::default();
+        assert!(build("o", &r, "a", &ctx, &mut p).is_none());
+        assert_eq!(p.len(), 1);
+    }
+}
