@@ -46,6 +46,9 @@ pub struct Shared {
     pub services: crate::auth::Services,
     /// Set once every public listener is bound.
     pub listening: AtomicBool,
+    /// Bound on upgraded (WebSocket) tunnels, which outlive their HTTP connection.
+    pub tunnels: Arc<tokio::sync::Semaphore>,
+
     id_prefix: String,
     id_counter: AtomicU64,
 }
@@ -55,7 +58,10 @@ impl Shared {
     pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> Self {
         let mut prefix = [0u8; 6];
         rand::fill(&mut prefix);
+        let max_tunnels = snapshot.limits.max_connections;
         Shared {
+            tunnels: Arc::new(tokio::sync::Semaphore::new(max_tunnels)),
+
             snapshot: ArcSwap::from_pointee(snapshot),
             services: crate::auth::Services::new(metrics.clone()),
             metrics,
@@ -164,7 +170,24 @@ async fn process(
         return Err(Refusal::BadRequest("missing Host header"));
     }
 
+    // `post` is not `POST` to the route table but is to many upstreams: refuse the mix.
+    if req
+        .method()
+        .as_str()
+        .bytes()
+        .any(|b| b.is_ascii_lowercase())
+    {
+        let upper = req.method().as_str().to_ascii_uppercase();
+        if matches!(
+            upper.as_str(),
+            "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "CONNECT" | "OPTIONS" | "TRACE" | "PATCH"
+        ) {
+            return Err(Refusal::BadRequest("method must be upper-case"));
+        }
+    }
+
     let limits = &snap.limits;
+
     let header_bytes: usize = req
         .headers()
         .iter()
@@ -215,9 +238,17 @@ async fn process(
     trace.subject = admitted.subject().to_owned();
 
     // Upgrade (WebSocket): only on HTTP/1.1 with `Connection: upgrade`.
+    // Only WebSocket: other protocols (h2c, TLS) would turn an authenticated request into
+    // an unauthenticated tunnel carrying requests for any path.
     let upgrade = (req.version() == Version::HTTP_11 && connection_has_upgrade(req.headers()))
-        .then(|| req.headers().get(UPGRADE).cloned())
+        .then(|| {
+            req.headers()
+                .get(UPGRADE)
+                .filter(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+                .cloned()
+        })
         .flatten();
+
     let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
 
     // Rewrite headers: strip first, then set.
@@ -225,13 +256,17 @@ async fn process(
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h);
     headers::strip_identity(h);
+    if parts.version == Version::HTTP_2 {
+        headers::join_cookies(h);
+    }
+
     for name in &route.consumes.headers {
         if admitted.keeps(name) {
             continue;
         }
         h.remove(name);
     }
-    let peer = conn.peer.ip();
+    let peer = conn.peer.ip().to_canonical();
     let trusted = snap.trusted_proxies.iter().any(|n| n.contains(&peer));
     headers::set_forwarded_for(h, peer, trusted);
     h.insert(X_FORWARDED_PROTO.clone(), snap.proto.clone());
@@ -240,7 +275,10 @@ async fn process(
             h.insert(HOST, hv.clone());
         }
         h.insert(X_FORWARDED_HOST.clone(), hv);
+    } else {
+        h.remove(&X_FORWARDED_HOST);
     }
+
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert(X_REQUEST_ID.clone(), v);
     }
@@ -315,12 +353,28 @@ async fn process(
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     headers::strip_response(resp.headers_mut(), switching);
     if switching {
+        let agreed = resp
+            .headers()
+            .get(UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
         match client_upgrade {
-            Some(client_upgrade) => {
+            Some(client_upgrade) if agreed => {
+                // A tunnel outlives its HTTP connection; it counts against the same limit.
+                let permit = shared
+                    .tunnels
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| Refusal::AuthUnavailable)?;
                 let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+                let metrics = shared.metrics.clone();
+                tokio::spawn(async move {
+                    metrics.active_connections.inc();
+                    tunnel(client_upgrade, upstream_upgrade).await;
+                    metrics.active_connections.dec();
+                    drop(permit);
+                });
             }
-            None => return Err(Refusal::BadGateway),
+            _ => return Err(Refusal::BadGateway),
         }
     }
     Ok(resp.map(Either::Left))

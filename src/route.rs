@@ -44,13 +44,12 @@ pub fn host_without_port(h: &str) -> &str {
     if let Some(rest) = h.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }
-    h.rsplit_once(':').map_or(h, |(host, port)| {
-        if port.bytes().all(|b| b.is_ascii_digit()) {
-            host
-        } else {
-            h
-        }
-    })
+    let h = match h.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => h,
+    };
+    // `admin.example.com.` is the same host to DNS and to most upstreams.
+    h.strip_suffix('.').unwrap_or(h)
 }
 
 /// Index of the first matching route.
@@ -113,5 +112,10 @@ mod tests {
         assert_eq!(host_without_port("a.com"), "a.com");
         assert_eq!(host_without_port("[::1]:8443"), "::1");
         assert_eq!(host_without_port("127.0.0.1:1"), "127.0.0.1");
+        assert_eq!(
+            host_without_port("admin.example.com.:443"),
+            "admin.example.com"
+        );
+        assert_eq!(host_without_port("admin.example.com."), "admin.example.com");
     }
 }

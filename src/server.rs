@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -223,8 +223,11 @@ async fn serve_conn(
         (snap.tls.clone(), snap.limits.clone())
     };
     let Some(acceptor) = acceptor else {
+        let Some(proto) = sniff_plaintext(&stream, limits.header_read_timeout).await else {
+            return;
+        };
         let conn = Arc::new(ConnInfo::plain(peer));
-        serve_http(TokioIo::new(stream), conn, shared, &limits, stop).await;
+        serve_http(TokioIo::new(stream), conn, shared, &limits, stop, proto).await;
         return;
     };
     let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
@@ -258,12 +261,17 @@ async fn serve_conn(
         .and_then(|chain| chain.first())
         .and_then(|der| ClientCert::parse(der.as_ref()))
         .map(Arc::new);
+    // ALPN decides the protocol, so hyper never sniffs without a timer.
+    let proto = match tls.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Proto::Http2,
+        _ => Proto::Http1,
+    };
     let conn = Arc::new(ConnInfo {
         peer,
         tls: true,
         client_cert,
     });
-    serve_http(TokioIo::new(tls), conn, shared, &limits, stop).await;
+    serve_http(TokioIo::new(tls), conn, shared, &limits, stop, proto).await;
 }
 
 /// Classifies a failed handshake for `portcullis_tls_handshake_errors_total{reason}` by
@@ -306,12 +314,55 @@ fn handshake_log_allowed() -> bool {
     COUNT.fetch_add(1, Ordering::Relaxed) < HANDSHAKE_LOG_BURST
 }
 
+/// Which HTTP version a connection speaks, decided before hyper sees it so no read happens
+/// without a timer (hyper-util's version sniffing has none).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Http1,
+    Http2,
+}
+
+/// Per-connection request activity, for the idle watchdog.
+#[derive(Default)]
+struct Activity {
+    in_flight: AtomicUsize,
+    started: AtomicU64,
+}
+
+/// Plaintext only: waits (bounded) for the first bytes and picks HTTP/2 for the
+/// prior-knowledge preface (`PRI * HTTP/2.0`), else HTTP/1.1.
+async fn sniff_plaintext(stream: &TcpStream, timeout: Duration) -> Option<Proto> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = [0u8; 3];
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if n >= 3 || buf.first() != Some(&b'P') {
+            return Some(if &buf == b"PRI" {
+                Proto::Http2
+            } else {
+                Proto::Http1
+            });
+        }
+        tokio::time::sleep_until(
+            (tokio::time::Instant::now() + Duration::from_millis(5)).min(deadline),
+        )
+        .await;
+    }
+}
+
 async fn serve_http<I>(
     io: TokioIo<I>,
     conn: Arc<ConnInfo>,
     shared: Arc<Shared>,
     limits: &config::Limits,
     mut stop: watch::Receiver<bool>,
+    proto: Proto,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -329,14 +380,43 @@ async fn serve_http<I>(
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(limits.idle_timeout))
         .keep_alive_timeout(Duration::from_secs(20));
-    let svc = service_fn(move |req| gateway::handle(shared.clone(), conn.clone(), req));
+    let builder = match proto {
+        Proto::Http1 => builder.http1_only(),
+        Proto::Http2 => builder.http2_only(),
+    };
+    let activity = Arc::new(Activity::default());
+    let act = activity.clone();
+    let svc = service_fn(move |req| {
+        let act = act.clone();
+        act.started.fetch_add(1, Ordering::Relaxed);
+        act.in_flight.fetch_add(1, Ordering::Relaxed);
+        let fut = gateway::handle(shared.clone(), conn.clone(), req);
+        async move {
+            let r = fut.await;
+            act.in_flight.fetch_sub(1, Ordering::Relaxed);
+            r
+        }
+    });
     let c = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(c);
-    let result = tokio::select! {
-        r = c.as_mut() => r,
-        () = async { let _ = stop.wait_for(|s| *s).await; } => {
-            c.as_mut().graceful_shutdown();
-            c.await
+    let idle = limits.idle_timeout;
+    let mut last_started = 0;
+    let result = loop {
+        tokio::select! {
+            r = c.as_mut() => break r,
+            () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                c.as_mut().graceful_shutdown();
+                break c.await;
+            }
+            () = tokio::time::sleep(idle) => {
+                // Idle watchdog: no request in flight and none started for a whole period.
+                let started = activity.started.load(Ordering::Relaxed);
+                if activity.in_flight.load(Ordering::Relaxed) == 0 && started == last_started {
+                    c.as_mut().graceful_shutdown();
+                    break c.await;
+                }
+                last_started = started;
+            }
         }
     };
     if let Err(e) = result {

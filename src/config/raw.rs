@@ -105,8 +105,8 @@ pub struct HealthCheck {
 
 /// `[authenticators.NAME]`: the union of every kind's keys. `validate.rs` dispatches on
 /// `kind` and reports keys that do not belong to it (no `#[serde(tag)]`: it loses spans
-/// and defeats `deny_unknown_fields`).
-#[derive(Debug, Default, Deserialize)]
+/// and defeats `deny_unknown_fields`). No `Debug`: it may hold inline secrets.
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Authenticator {
     pub kind: String,

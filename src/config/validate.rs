@@ -290,6 +290,9 @@ fn server(problems: &mut Problems, dir: &Path, s: raw::Server) -> Option<Server>
             10_000,
         ) as usize,
     };
+    if limits.max_connections > 1_000_000 {
+        problems.push("server.limits.max_connections", "must be at most 1000000");
+    }
     if limits.max_header_bytes < 1024 {
         problems.push("server.limits.max_header_bytes", "must be at least 1KiB");
     }
@@ -447,6 +450,12 @@ fn upstream(
         if !h.path.starts_with('/') {
             problems.push(format!("{base}.health_check.path"), "must start with /");
         }
+        if h.interval.is_zero() || h.timeout.is_zero() {
+            problems.push(
+                format!("{base}.health_check"),
+                "interval and timeout must be greater than zero",
+            );
+        }
     }
     (problems.len() == before).then(|| Upstream {
         name,
@@ -595,7 +604,20 @@ fn route(
             ),
         }
     }
-    let host = r.matcher.host.map(|h| h.to_ascii_lowercase());
+    let host = r.matcher.host.map(|h| {
+        let h = h.to_ascii_lowercase();
+        h.strip_suffix('.').map(str::to_string).unwrap_or(h)
+    });
+    if host
+        .as_deref()
+        .is_some_and(|h| h.is_empty() || h.contains([':', '/', ' ']))
+    {
+        problems.push(
+            format!("{base}.match.host"),
+            "must be a host name without port, e.g. \"api.example.com\"",
+        );
+    }
+
     let upstream = upstreams.iter().position(|u| u.name == r.upstream);
     if upstream.is_none() && !upstream_names.contains(&r.upstream) {
         problems.push(

@@ -69,15 +69,51 @@ pub fn strip_identity(h: &mut HeaderMap) {
     if h.contains_key(&XFCC) {
         h.remove(&XFCC);
     }
-    if h.keys().any(|k| k.as_str().starts_with("x-auth-")) {
-        let names: Vec<HeaderName> = h
-            .keys()
-            .filter(|k| k.as_str().starts_with("x-auth-"))
-            .cloned()
-            .collect();
+    // Also the underscore spellings (`X_Auth_Subject`): CGI-style upstreams map `-` and `_`
+    // to the same variable, so they would read as the gateway's own headers.
+    if h.keys().any(spoofable) {
+        let names: Vec<HeaderName> = h.keys().filter(|k| spoofable(k)).cloned().collect();
         for n in names {
             h.remove(n);
         }
+    }
+}
+
+/// A client header that could pass for one the gateway sets.
+fn spoofable(k: &HeaderName) -> bool {
+    let s = k.as_str();
+    if s.starts_with("x-auth-") {
+        return true;
+    }
+    if !s.contains('_') {
+        return false;
+    }
+    let dashed = s.replace('_', "-");
+    dashed.starts_with("x-auth-")
+        || matches!(
+            dashed.as_str(),
+            "x-forwarded-client-cert"
+                | "x-forwarded-for"
+                | "x-forwarded-proto"
+                | "x-forwarded-host"
+                | "x-request-id"
+        )
+}
+
+/// HTTP/2 sends each cookie as its own field; an HTTP/1.1 upstream expects one `Cookie`
+/// header joined with `"; "` (RFC 9113 §8.2.3).
+pub fn join_cookies(h: &mut HeaderMap) {
+    let mut values = h.get_all(http::header::COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let joined: Vec<&[u8]> = h
+        .get_all(http::header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect();
+    if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+        h.insert(http::header::COOKIE, v);
     }
 }
 
@@ -146,6 +182,24 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn removes_underscore_spellings_of_gateway_headers() {
+        let mut h = HeaderMap::new();
+        for n in [
+            "x_auth_subject",
+            "x_forwarded_client_cert",
+            "x_forwarded_for",
+            "x_request_id",
+            "x-auth_method",
+        ] {
+            h.insert(HeaderName::from_static(n), HeaderValue::from_static("evil"));
+        }
+        h.insert("x_custom_thing", HeaderValue::from_static("kept"));
+        strip_identity(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x_custom_thing"));
     }
 
     #[test]

@@ -558,3 +558,85 @@ async fn refuses_https_upstream_with_an_untrusted_certificate() {
     assert_eq!(gw.client().get("/x").await.status, 502);
     assert_eq!(secure.requests_seen(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closes_connections_that_never_send_a_request() {
+    use tokio::io::AsyncReadExt;
+    let gw = gateway(PUBLIC)
+        .tls_extra("[server.limits]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"300ms\"")
+        .start()
+        .await;
+    let mut s = gw.raw_tls().await;
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("connection must be closed by the gateway")
+        .unwrap_or(0);
+    assert!(n == 0 || String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 408"));
+    // A plain TCP connection that never completes a handshake is closed too.
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .expect("silent TCP connection must be closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert_eq!(gw.client().get("/public/x").await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strips_underscore_spellings_of_identity_headers() {
+    let gw = start().await;
+    let raw = "GET /public/x HTTP/1.1\r\nHost: localhost\r\nX_Auth_Subject: admin\r\nX_Forwarded_Client_Cert: Hash=1\r\nX_Forwarded_For: 6.6.6.6\r\nConnection: close\r\n\r\n";
+    let resp = gw.raw_request(raw.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let body = &resp[resp.find("\r\n\r\n").unwrap() + 4..];
+    assert!(
+        !body.contains("admin") && !body.contains("Hash=1") && !body.contains("6.6.6.6"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnels_only_websocket_upgrades() {
+    let gw = start().await;
+    let raw = "GET /public/x HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n";
+    let resp = gw.raw_request(raw.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        !resp.to_ascii_lowercase().contains("\"upgrade\""),
+        "upgrade header must not reach the upstream: {resp}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matches_hosts_with_a_trailing_dot_and_refuses_lowercase_methods() {
+    let body = r#"
+[authenticators.public]
+kind = "none"
+
+[[routes]]
+name = "admin-host"
+match = { path_prefix = "/", host = "admin.example.com" }
+upstream = "echo"
+auth = "public"
+"#;
+    let gw = gateway(body).start().await;
+    let raw = "GET /x HTTP/1.1\r\nHost: admin.example.com.\r\nConnection: close\r\n\r\n";
+    assert!(
+        gw.raw_request(raw.as_bytes())
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    let raw = "GET /x HTTP/1.1\r\nHost: other.example.com\r\nConnection: close\r\n\r\n";
+    assert!(
+        gw.raw_request(raw.as_bytes())
+            .await
+            .starts_with("HTTP/1.1 404")
+    );
+    let raw = "get /x HTTP/1.1\r\nHost: admin.example.com\r\nConnection: close\r\n\r\n";
+    assert!(
+        gw.raw_request(raw.as_bytes())
+            .await
+            .starts_with("HTTP/1.1 400")
+    );
+}
