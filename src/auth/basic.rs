@@ -575,8 +575,14 @@ impl Basic {
             throttle.success(Some(&key));
             return self.admit(i);
         }
+        // Reserve before hashing so concurrent guesses cannot overshoot `max_failures`.
+        let _reservation = match throttle.reserve(Some(&key)) {
+            Ok(r) => r,
+            Err(d) => return Outcome::Locked(d),
+        };
         let users = self.users.clone();
         let idx = users.index.get(&user).copied();
+
         let metrics = req.services.metrics.clone();
         let pw = password.clone();
         let verdict = req

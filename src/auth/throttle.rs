@@ -68,6 +68,12 @@ pub trait FailureStore: Send + Sync {
     ) -> Option<Duration>;
     /// Records a success of `key` from `ip` (see the module doc for what it resets).
     fn record_success(&self, key: &Key, ip: IpAddr, now: Instant, policy: &Lockout);
+    /// Reserves one verification of `key` before the (slow) hash runs: refused when the
+    /// failures in the window plus verifications already in flight reach `max_failures`,
+    /// so concurrent guesses cannot overshoot the limit. Pair with `release`.
+    fn reserve(&self, key: &Key, ip: IpAddr, now: Instant, policy: &Lockout) -> bool;
+    /// Ends a reservation made by `reserve`.
+    fn release(&self, key: &Key);
     /// Number of keys currently tracked.
     fn len(&self) -> usize;
     /// True when nothing is tracked.
@@ -86,6 +92,8 @@ struct Entry {
     last_seen: Instant,
     /// The only IP that failed in this window, or `None` once several did.
     sole_ip: Option<IpAddr>,
+    /// Verifications reserved and not yet finished.
+    in_flight: u32,
 }
 
 impl Entry {
@@ -97,6 +105,7 @@ impl Entry {
             strikes: 0,
             last_seen: now,
             sole_ip: Some(ip),
+            in_flight: 0,
         }
     }
 
@@ -235,8 +244,50 @@ impl FailureStore for MemoryStore {
         }
     }
 
+    fn reserve(&self, key: &Key, ip: IpAddr, now: Instant, policy: &Lockout) -> bool {
+        if !self.map.contains_key(key) && !self.make_room(now, policy) {
+            // Table full of active lockouts: this key is not tracked (its IP still is).
+            return true;
+        }
+        let mut e = self
+            .map
+            .entry(key.clone())
+            .or_insert_with(|| Entry::new(now, ip));
+        let failures = if now >= e.window_start + policy.window {
+            0
+        } else {
+            e.failures
+        };
+        if failures.saturating_add(e.in_flight) >= policy.max_failures.max(1) {
+            return false;
+        }
+        e.in_flight += 1;
+        e.last_seen = now;
+        true
+    }
+
+    fn release(&self, key: &Key) {
+        if let Some(mut e) = self.map.get_mut(key) {
+            e.in_flight = e.in_flight.saturating_sub(1);
+        }
+    }
+
     fn len(&self) -> usize {
         self.map.len()
+    }
+}
+
+/// Verifications reserved with [`Throttle::reserve`]; released on drop.
+pub struct Reservation<'a> {
+    store: &'a dyn FailureStore,
+    keys: [Option<Key>; 2],
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        for k in self.keys.iter().flatten() {
+            self.store.release(k);
+        }
     }
 }
 
@@ -267,7 +318,34 @@ impl<'a> Throttle<'a> {
         }
     }
 
+    /// Reserves a verification for the client IP and `name` before hashing; `Err` carries
+    /// the `Retry-After` when failures plus verifications in flight already reach the limit.
+    pub fn reserve(&self, name: Option<&Key>) -> Result<Reservation<'a>, Duration> {
+        let mut r = Reservation {
+            store: self.store,
+            keys: [None, None],
+        };
+        if !self.policy.enabled {
+            return Ok(r);
+        }
+        let now = Instant::now();
+        let ip = Key::Ip(self.ip);
+        let busy = Duration::from_secs(1);
+        if !self.store.reserve(&ip, self.ip, now, self.policy) {
+            return Err(busy);
+        }
+        r.keys[0] = Some(ip);
+        if let Some(k) = name {
+            if !self.store.reserve(k, self.ip, now, self.policy) {
+                return Err(busy);
+            }
+            r.keys[1] = Some(k.clone());
+        }
+        Ok(r)
+    }
+
     /// Counts a failure against the client IP and, if given, `name`.
+
     pub fn failure(&self, name: Option<&Key>) {
         if !self.policy.enabled {
             return;
@@ -310,6 +388,30 @@ mod tests {
 
     fn ip(n: u8) -> IpAddr {
         IpAddr::from([10, 0, 0, n])
+    }
+
+    #[test]
+    fn reservations_bound_concurrent_guesses() {
+        let store = MemoryStore::new();
+        let p = policy();
+        let t = Throttle::new(&store, &p, ip(1));
+        let name = Key::Name("staff".into(), "alice".into());
+        let a = t.reserve(Some(&name)).unwrap();
+        let b = t.reserve(Some(&name)).unwrap();
+        let c = t.reserve(Some(&name)).unwrap();
+        assert!(
+            t.reserve(Some(&name)).is_err(),
+            "fourth concurrent guess must wait"
+        );
+        drop(a);
+        let d = t.reserve(Some(&name)).unwrap();
+        t.failure(Some(&name));
+        drop((b, c, d));
+        // One failure recorded: two more verifications may run.
+        let e = t.reserve(Some(&name)).unwrap();
+        let f = t.reserve(Some(&name)).unwrap();
+        assert!(t.reserve(Some(&name)).is_err());
+        drop((e, f));
     }
 
     fn name(s: &str) -> Key {

@@ -596,3 +596,39 @@ async fn wrong_password_flood_does_not_starve_other_routes() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_cannot_overshoot_the_lockout() {
+    let (key, _) = new_api_key("pk");
+    let gw = gateway(&body("alice-pw-race", &key, ""))
+        .tls_extra("[server.lockout]\nmax_failures = 3\nwindow = \"1m\"\nlockout = \"1m\"")
+        .start()
+        .await;
+    let c = gw.client();
+    let before = gw.metric(HASHES).await;
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let wrong = basic("alice", &format!("guess-{i}"));
+                c.get_with("/staff", &[("authorization", &wrong)])
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    let hashed = gw.metric(HASHES).await - before;
+    assert!(
+        hashed <= 3.0,
+        "at most max_failures guesses may be verified, got {hashed}"
+    );
+    gw.shutdown().await;
+}
