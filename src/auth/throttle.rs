@@ -345,7 +345,6 @@ impl<'a> Throttle<'a> {
     }
 
     /// Counts a failure against the client IP and, if given, `name`.
-
     pub fn failure(&self, name: Option<&Key>) {
         if !self.policy.enabled {
             return;
