@@ -49,8 +49,13 @@ def raise_nofile():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+LOGDIR = tempfile.mkdtemp(prefix="portcullis-bench-logs-")
+
+
 def start(name, argv, env=None, cpu=SERVER_CPU, stdout=None, stderr=None):
     full = ["taskset", "-c", cpu] + argv
+    if stderr is None:
+        stderr = open(os.path.join(LOGDIR, name + ".log"), "w")
     e = dict(os.environ)
     e.update(env or {})
     p = subprocess.Popen(full, env=e, preexec_fn=raise_nofile,
@@ -76,13 +81,19 @@ def stop_all():
 
 
 atexit.register(stop_all)
+atexit.register(shutil.rmtree, LOGDIR, True)
 
 
 def wait_port(port, proc, what):
     deadline = time.time() + 30
     while time.time() < deadline:
         if proc.poll() is not None:
-            sys.exit(f"{what} exited with {proc.returncode} before listening on {port}")
+            name = next((n for n, p in procs if p is proc), "")
+            try:
+                tail = open(os.path.join(LOGDIR, name + ".log")).read()[-2000:]
+            except OSError:
+                tail = ""
+            sys.exit(f"{what} exited with {proc.returncode} before listening on {port}\n{tail}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return
@@ -309,7 +320,8 @@ http {{
         f.write(f"""
 global
     nbthread 1
-    maxconn 30000
+    maxconn {IDLE_CONNS + 100}
+    no strict-limits
     ssl-default-bind-options ssl-min-ver TLSv1.3
     ssl-default-bind-ciphersuites {CIPHER}
     tune.ssl.cachesize 0
@@ -344,7 +356,6 @@ backend be
             f.write(f"""{{
     admin off
     auto_https off
-    persist_config off
 }}
 https://127.0.0.1:{P_CADDY} {{
     tls {crt} {key} {{

@@ -33,8 +33,10 @@ for s in nginx haproxy caddy; do
 done
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
-cargo build --release --bin portcullis
-UPSTREAM_BIN=$(cargo build --release --bench upstream --message-format=json 2>/dev/null |
+# One invocation for both, so cargo unifies dev-dependency features once and a second run
+# rebuilds nothing.
+cargo build --release --bin portcullis --bench upstream
+UPSTREAM_BIN=$(cargo build --release --bin portcullis --bench upstream --message-format=json 2>/dev/null |
     python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
