@@ -304,6 +304,9 @@ http {{
             proxy_set_header X-Forwarded-Proto https;
             proxy_set_header X-Request-Id $request_id;
             proxy_buffering on;
+            proxy_buffers 16 16k;
+            proxy_busy_buffers_size 32k;
+            proxy_max_temp_file_size 0;
         }}
     }}
 }}
