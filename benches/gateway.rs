@@ -106,7 +106,10 @@ fn naive_canonicalize(raw: &str) -> Result<String, &'static str> {
         if *seg == "." || *seg == ".." || (seg.is_empty() && n + 1 != segs.len()) {
             return Err("segment");
         }
-        if seg.bytes().any(|c| c < 0x20 || c == b'\\' || c == b'#' || c == b';') {
+        if seg
+            .bytes()
+            .any(|c| c < 0x20 || c == b'\\' || c == b'#' || c == b';')
+        {
             return Err("byte");
         }
     }
@@ -141,7 +144,10 @@ fn typical_headers() -> HeaderMap {
         ("accept-language", "en-US,en;q=0.9"),
         ("cookie", "session=abcdef0123456789; theme=dark"),
         ("x-forwarded-for", "6.6.6.6"),
-        ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        (
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        ),
     ] {
         h.insert(HeaderName::from_static(k), HeaderValue::from_static(v));
     }
@@ -191,7 +197,10 @@ fn bench_headers(c: &mut Criterion) {
     let base = typical_headers();
     let peer: IpAddr = "10.1.2.3".parse().unwrap();
     let mut hostile = typical_headers();
-    hostile.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+    hostile.insert(
+        "connection",
+        HeaderValue::from_static("keep-alive, x-secret"),
+    );
     hostile.insert("x-secret", HeaderValue::from_static("1"));
     hostile.insert("x-auth-subject", HeaderValue::from_static("admin"));
     hostile.insert("te", HeaderValue::from_static("trailers"));
@@ -297,7 +306,9 @@ fn bench_access_log(c: &mut Criterion) {
             .with_writer(std::io::sink)
             .finish();
         tracing::subscriber::with_default(sub, || {
-            g.bench_function(label, |b| b.iter(|| portcullis::telemetry::access(black_box(&a))));
+            g.bench_function(label, |b| {
+                b.iter(|| portcullis::telemetry::access(black_box(&a)))
+            });
         });
     }
     g.finish();

@@ -142,6 +142,7 @@ fn run(path: PathBuf) -> i32 {
         let running = crate::server::start(config).await?;
         running.serve_until_signal().await
     });
+    crate::telemetry::flush();
     match result {
         Ok(()) => 0,
         Err(e) => {

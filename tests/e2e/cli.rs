@@ -10,7 +10,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 fn usage_errors_exit_2() {
     let out = Command::new(BIN).arg("frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = Command::new(BIN).args(["check", "--bogus"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--bogus"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -23,8 +26,17 @@ fn check_prints_ok_or_every_problem() {
         "[server]\nlisten = [\"127.0.0.1:0\"]\ninsecure_plaintext = true\n[upstreams.a]\ntargets = [\"http://127.0.0.1:1\"]\n[authenticators.p]\nkind = \"none\"\n[[routes]]\nmatch = { path_prefix = \"/\" }\nupstream = \"a\"\nauth = \"p\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN).args(["check", "--config"]).arg(&good).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 
     let bad = dir.path().join("bad.toml");
@@ -33,7 +45,11 @@ fn check_prints_ok_or_every_problem() {
         "[server]\nlisten = [\"127.0.0.1:0\"]\ninsecure_plaintext = true\n[upstreams.a]\ntargets = [\"http://127.0.0.1:1\"]\n[[routes]]\nmatch = { path_prefix = \"/\" }\nupstream = \"b\"\nauth = \"idpp\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN).args(["check", "--config"]).arg(&bad).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
@@ -41,37 +57,74 @@ fn check_prints_ok_or_every_problem() {
     assert_eq!(
         lines,
         vec![
-            format!("{f}:8: routes[0].upstream: unknown upstream \"b\" (define it as [upstreams.b])"),
-            format!("{f}:9: routes[0].auth: unknown authenticator \"idpp\" (define it as [authenticators.idpp])"),
+            format!(
+                "{f}:8: routes[0].upstream: unknown upstream \"b\" (define it as [upstreams.b])"
+            ),
+            format!(
+                "{f}:9: routes[0].auth: unknown authenticator \"idpp\" (define it as [authenticators.idpp])"
+            ),
         ]
     );
 
-    let out = Command::new(BIN).args(["check", "--config", "/nonexistent/p.toml"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", "/nonexistent/p.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]
 fn certs_writes_a_dev_pki() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(BIN).args(["certs", "--out"]).arg(dir.path()).args(["--host", "api.test"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    for f in ["ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key"] {
+    let out = Command::new(BIN)
+        .args(["certs", "--out"])
+        .arg(dir.path())
+        .args(["--host", "api.test"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [
+        "ca.crt",
+        "ca.key",
+        "server.crt",
+        "server.key",
+        "client.crt",
+        "client.key",
+    ] {
         let text = std::fs::read_to_string(dir.path().join(f)).unwrap();
         assert!(text.starts_with("-----BEGIN"), "{f}");
     }
     let out = Command::new(BIN)
         .args(["certs", "--out"])
         .arg(dir.path())
-        .args(["--client", "billing", "--uri", "spiffe://example.org/billing"])
+        .args([
+            "--client",
+            "billing",
+            "--uri",
+            "spiffe://example.org/billing",
+        ])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(dir.path().join("billing.crt").exists() && dir.path().join("billing.key").exists());
 }
 
 #[test]
 fn gen_api_key_prints_key_and_hash() {
-    let out = Command::new(BIN).args(["gen-api-key", "--prefix", "pk"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["gen-api-key", "--prefix", "pk"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
@@ -88,18 +141,30 @@ fn hash_password_reads_one_line_from_stdin() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"s3cret pass\r\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"s3cret pass\r\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     let hash = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(hash.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{hash}");
     use argon2::{PasswordHash, PasswordVerifier};
     let parsed = PasswordHash::new(&hash).unwrap();
-    assert!(argon2::Argon2::default().verify_password(b"s3cret pass", &parsed).is_ok());
+    assert!(
+        argon2::Argon2::default()
+            .verify_password(b"s3cret pass", &parsed)
+            .is_ok()
+    );
 }
 
 fn kill(pid: u32, sig: &str) {
-    let st = Command::new("kill").args([sig, &pid.to_string()]).status().unwrap();
+    let st = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
@@ -113,7 +178,12 @@ fn run_reloads_on_sighup_and_exits_0_on_sigterm() {
         )
     };
     std::fs::write(&cfg, body("/")).unwrap();
-    let mut child = Command::new(BIN).args(["run", "--config"]).arg(&cfg).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let stderr = child.stderr.take().unwrap();
@@ -135,7 +205,12 @@ fn run_reloads_on_sighup_and_exits_0_on_sigterm() {
     };
     let bound = wait_for("admin listener bound");
     let v: serde_json::Value = serde_json::from_str(&bound).unwrap();
-    assert!(v["address"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:")), "{bound}");
+    assert!(
+        v["address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("127.0.0.1:")),
+        "{bound}"
+    );
 
     std::fs::write(&cfg, body("/v2")).unwrap();
     kill(pid, "-HUP");
@@ -152,7 +227,10 @@ fn run_reloads_on_sighup_and_exits_0_on_sigterm() {
             assert_eq!(st.code(), Some(0));
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "did not exit after SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "did not exit after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
