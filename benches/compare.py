@@ -104,6 +104,7 @@ def wait_port(port, proc, what):
 
 def port_free(port):
     s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
     try:
         s.bind(("127.0.0.1", port))
         return True
@@ -455,10 +456,12 @@ kind = "none"
             supported[kind] = v
         else:
             reason = (r.stdout + r.stderr).strip().splitlines()
-            skipped.append((kind, reason[0] if reason else f"exit {r.returncode}"))
+            first = reason[0] if reason else f"exit {r.returncode}"
+            # drop the temporary file name and line: "FILE:LINE: key: message"
+            skipped.append((kind, "`portcullis check`: " + re.sub(r"^\S+:\d+: ", "", first)))
             log(f"portcullis rejects kind {kind}: skipped")
     for kind in ("introspection", "mtls"):
-        skipped.append((kind, "not measured by this script (needs an IdP / client certificates)"))
+        skipped.append((kind, "not measured by this script (needs an IdP or client certificates)"))
 
     pcfg = os.path.join(work, "portcullis.toml")
     with open(pcfg, "w") as f:

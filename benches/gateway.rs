@@ -275,6 +275,20 @@ fn bench_request_id(c: &mut Criterion) {
     g.bench_function("format", |b| {
         b.iter(|| format!("{}{:010x}", prefix, black_box(123_456_789u64)))
     });
+    // What gateway.rs does since the fix: hex digits into a stack buffer, one copy.
+    g.bench_function("stack_hex_header_value", |b| {
+        b.iter(|| {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let n = black_box(123_456_789u64);
+            let mut buf = [0u8; 22];
+            let (p, counter) = buf.split_at_mut(12);
+            p.copy_from_slice(prefix.as_bytes());
+            for (i, d) in counter.iter_mut().enumerate() {
+                *d = HEX[((n >> (4 * (9 - i))) & 0xf) as usize];
+            }
+            HeaderValue::from_bytes(&buf).unwrap()
+        })
+    });
     g.bench_function("header_value_from_string", |b| {
         b.iter(|| {
             let s = format!("{}{:010x}", prefix, black_box(123_456_789u64));
