@@ -107,13 +107,19 @@ fn check(path: PathBuf) -> i32 {
     }
 }
 
-/// Builds the runtime with `workers` threads.
+/// Builds the runtime with `workers` threads. One worker gets a current-thread runtime:
+/// the same single thread serving every connection, without the work-stealing scheduler's
+/// cross-thread wake-ups (blocking work such as password hashing still goes to the
+/// blocking pool via `spawn_blocking`).
 pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers.max(1))
-        .max_blocking_threads(64)
-        .enable_all()
-        .build()
+    let mut builder = if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    builder.max_blocking_threads(64).enable_all().build()
 }
 
 fn run(path: PathBuf) -> i32 {
@@ -136,6 +142,7 @@ fn run(path: PathBuf) -> i32 {
         let running = crate::server::start(config).await?;
         running.serve_until_signal().await
     });
+    crate::telemetry::flush();
     match result {
         Ok(()) => 0,
         Err(e) => {

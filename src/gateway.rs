@@ -6,6 +6,7 @@
 //! Every refusal is a `Refusal` rendered in one place (`error.rs`); every request, whatever
 //! its outcome, produces exactly one access-log event and one `requests_total` increment.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,7 +50,7 @@ pub struct Shared {
     /// Bound on upgraded (WebSocket) tunnels, which outlive their HTTP connection.
     pub tunnels: Arc<tokio::sync::Semaphore>,
 
-    id_prefix: String,
+    id_prefix: [u8; 12],
     id_counter: AtomicU64,
 }
 
@@ -66,28 +67,43 @@ impl Shared {
             services: crate::auth::Services::new(metrics.clone()),
             metrics,
             listening: AtomicBool::new(false),
-            id_prefix: hex::encode(prefix),
+            id_prefix: {
+                let mut p = [0u8; 12];
+                for (pair, b) in p.chunks_exact_mut(2).zip(prefix) {
+                    pair.copy_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
+                }
+                p
+            },
             id_counter: AtomicU64::new(1),
         }
     }
 
-    fn request_id(&self, req: &Request<Incoming>) -> String {
+    /// The caller's `X-Request-Id` if valid (shared, no copy), else a new one written
+    /// straight into a header value: no `format!`, no second copy for the header.
+    fn request_id(&self, req: &Request<Incoming>) -> HeaderValue {
         if let Some(v) = req.headers().get(&X_REQUEST_ID) {
             if headers::valid_request_id(v.as_bytes()) {
-                if let Ok(s) = v.to_str() {
-                    return s.to_owned();
-                }
+                return v.clone();
             }
         }
         let n = self.id_counter.fetch_add(1, Ordering::Relaxed);
-        format!("{}{:010x}", self.id_prefix, n)
+        let mut buf = [0u8; 22];
+        let (prefix, counter) = buf.split_at_mut(12);
+        prefix.copy_from_slice(&self.id_prefix);
+        for (i, b) in counter.iter_mut().enumerate() {
+            let shift = 4 * (9 - i);
+            *b = HEX[((n >> shift) & 0xf) as usize];
+        }
+        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("-"))
     }
 }
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// What the access log needs from the inner phases.
 struct Trace {
     route: Option<usize>,
-    auth_method: String,
+    auth_method: Cow<'static, str>,
     subject: String,
 }
 
@@ -99,18 +115,19 @@ pub async fn handle(
 ) -> Result<Response<RespBody>, Infallible> {
     let start = Instant::now();
     let snap = shared.snapshot.load_full();
-    let request_id = shared.request_id(&req);
+    let request_id_value = shared.request_id(&req);
+    let request_id = request_id_value.to_str().unwrap_or("-");
     let method = req.method().clone();
     let uri = req.uri().clone();
     let mut trace = Trace {
         route: None,
-        auth_method: String::new(),
+        auth_method: Cow::Borrowed(""),
         subject: String::new(),
     };
 
-    let resp = match process(&shared, &snap, &conn, req, &request_id, &mut trace).await {
+    let resp = match process(&shared, &snap, &conn, req, &request_id_value, &mut trace).await {
         Ok(r) => r,
-        Err(refusal) => refusal.into_response(&request_id).map(Either::Right),
+        Err(refusal) => refusal.into_response(request_id).map(Either::Right),
     };
 
     let status = resp.status().as_u16();
@@ -120,7 +137,7 @@ pub async fn handle(
         .map_or(&snap.unmatched, |r| &r.metrics)
         .record(status, elapsed);
     telemetry::access(&telemetry::Access {
-        request_id: &request_id,
+        request_id,
         route: route.map_or("-", |r| r.name.as_str()),
         method: method.as_str(),
         path: uri.path(),
@@ -143,7 +160,7 @@ async fn process(
     snap: &Snapshot,
     conn: &ConnInfo,
     mut req: Request<Incoming>,
-    request_id: &str,
+    request_id: &HeaderValue,
     trace: &mut Trace,
 ) -> Result<Response<RespBody>, Refusal> {
     // Path check: before routing, so no route can be bypassed.
@@ -234,7 +251,10 @@ async fn process(
         };
         route.pipeline.run(&view).await?
     };
-    trace.auth_method = admitted.methods();
+    trace.auth_method = match admitted.identities.as_slice() {
+        [one] => Cow::Borrowed(one.method.as_str()),
+        _ => Cow::Owned(admitted.methods()),
+    };
     trace.subject = admitted.subject().to_owned();
 
     // Upgrade (WebSocket): only on HTTP/1.1 with `Connection: upgrade`.
@@ -278,10 +298,7 @@ async fn process(
     } else {
         h.remove(&X_FORWARDED_HOST);
     }
-
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        h.insert(X_REQUEST_ID.clone(), v);
-    }
+    h.insert(X_REQUEST_ID.clone(), request_id.clone());
     let subject = admitted.subject();
     if !subject.is_empty() {
         let v = HeaderValue::from_str(subject).map_err(|_| Refusal::Unauthorized {
@@ -289,7 +306,11 @@ async fn process(
         })?;
         h.insert(X_AUTH_SUBJECT.clone(), v);
     }
-    if let Ok(v) = HeaderValue::from_str(&trace.auth_method) {
+    let method_value = match &trace.auth_method {
+        Cow::Borrowed(m) => Ok(HeaderValue::from_static(m)),
+        Cow::Owned(m) => HeaderValue::from_str(m),
+    };
+    if let Ok(v) = method_value {
         h.insert(X_AUTH_METHOD.clone(), v);
     }
     let scopes = admitted.scopes();
