@@ -367,6 +367,32 @@ pub struct Basic {
     challenge: HeaderValue,
     users: Arc<Users>,
     cache: Cache,
+    /// Verifications in progress, by cache tag (single-flight).
+    inflight: DashMap<[u8; 32], Arc<tokio::sync::OnceCell<Verdict>>>,
+}
+
+/// The shared result of one verification.
+#[derive(Clone, Copy)]
+enum Verdict {
+    Admit(usize),
+    Reject,
+    Unavailable,
+    Locked(Duration),
+}
+
+/// Removes a single-flight entry when its request finishes or is cancelled, so abandoned
+/// verifications cannot pile up in the map.
+struct InflightGuard<'a> {
+    map: &'a DashMap<[u8; 32], Arc<tokio::sync::OnceCell<Verdict>>>,
+    tag: [u8; 32],
+    cell: Arc<tokio::sync::OnceCell<Verdict>>,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        self.map
+            .remove_if(&self.tag, |_, v| Arc::ptr_eq(v, &self.cell));
+    }
 }
 
 impl Basic {
@@ -511,6 +537,7 @@ impl Basic {
                 dummy,
             }),
             cache: Cache::new(cache_ttl, cache_size).ok_or("cannot key the HMAC cache")?,
+            inflight: DashMap::new(),
         })
     }
 
@@ -575,16 +602,50 @@ impl Basic {
             throttle.success(Some(&key));
             return self.admit(i);
         }
+        // Concurrent misses for the same (user, password) share one verification, so a
+        // client whose cached credential just expired pays one hash, not one per connection,
+        // and does not use up the lockout's in-flight budget.
+        let tag = self.cache.tag(&user, &password);
+        let cell = self
+            .inflight
+            .entry(tag)
+            .or_insert_with(|| Arc::new(tokio::sync::OnceCell::new()))
+            .clone();
+        let _leave = InflightGuard {
+            map: &self.inflight,
+            tag,
+            cell: cell.clone(),
+        };
+        let verdict = *cell
+            .get_or_init(|| self.verify(req, &throttle, &key, &user, &password))
+            .await;
+        match verdict {
+            Verdict::Admit(i) => self.admit(i),
+            Verdict::Reject => Outcome::Reject(RejectReason::Invalid),
+            Verdict::Unavailable => Outcome::Unavailable,
+            Verdict::Locked(d) => Outcome::Locked(d),
+        }
+    }
+
+    /// One real verification: reserve against the lockout, hash on the blocking pool,
+    /// record the result.
+    async fn verify(
+        &self,
+        req: &RequestView<'_>,
+        throttle: &Throttle<'_>,
+        key: &Key,
+        user: &str,
+        password: &[u8],
+    ) -> Verdict {
         // Reserve before hashing so concurrent guesses cannot overshoot `max_failures`.
-        let _reservation = match throttle.reserve(Some(&key)) {
+        let _reservation = match throttle.reserve(Some(key)) {
             Ok(r) => r,
-            Err(d) => return Outcome::Locked(d),
+            Err(d) => return Verdict::Locked(d),
         };
         let users = self.users.clone();
-        let idx = users.index.get(&user).copied();
-
+        let idx = users.index.get(user).copied();
         let metrics = req.services.metrics.clone();
-        let pw = password.clone();
+        let pw = password.to_vec();
         let verdict = req
             .services
             .hashing
@@ -597,15 +658,15 @@ impl Basic {
             })
             .await;
         match (verdict, idx) {
-            (None, _) => Outcome::Unavailable,
+            (None, _) => Verdict::Unavailable,
             (Some(true), Some(i)) => {
-                self.cache.insert(&user, &password, i, Instant::now());
-                throttle.success(Some(&key));
-                self.admit(i)
+                self.cache.insert(user, password, i, Instant::now());
+                throttle.success(Some(key));
+                Verdict::Admit(i)
             }
             _ => {
-                throttle.failure(Some(&key));
-                Outcome::Reject(RejectReason::Invalid)
+                throttle.failure(Some(key));
+                Verdict::Reject
             }
         }
     }

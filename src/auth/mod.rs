@@ -194,7 +194,7 @@ pub enum Authenticator {
     /// `kind = "mtls"`.
     Mtls(mtls::Mtls),
     /// `kind = "basic"`.
-    Basic(basic::Basic),
+    Basic(Box<basic::Basic>),
     /// `kind = "api_key"`.
     ApiKey(api_key::ApiKey),
     /// `kind = "jwt"`.
@@ -233,7 +233,8 @@ pub fn build(
             let a = mtls::Mtls::build(base, r.allow.as_deref(), problems)?;
             ctx.client_auth.map(|_| Authenticator::Mtls(a))
         }
-        "basic" => basic::Basic::build(name, r, base, ctx, problems).map(Authenticator::Basic),
+        "basic" => basic::Basic::build(name, r, base, ctx, problems)
+            .map(|b| Authenticator::Basic(Box::new(b))),
         "api_key" => api_key::ApiKey::build(r, base, problems).map(Authenticator::ApiKey),
         "jwt" => jwt::build(name, r, base, ctx, problems).map(|a| Authenticator::Jwt(Box::new(a))),
         "introspection" => introspection::build(name, r, base, ctx, problems)

@@ -632,3 +632,39 @@ async fn concurrent_guesses_cannot_overshoot_the_lockout() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_for_one_credential_share_one_hash() {
+    let (key, _) = new_api_key("pk");
+    let gw = gateway(&body("alice-pw-burst", &key, ""))
+        .tls_extra("[server.lockout]\nmax_failures = 3\nwindow = \"1m\"\nlockout = \"1m\"")
+        .start()
+        .await;
+    let before = gw.metric(HASHES).await;
+    let right = basic("alice", "alice-pw-burst");
+    // Separate clients, so the requests arrive on separate connections at once.
+    let tasks: Vec<_> = (0..30)
+        .map(|_| {
+            let c = gw.client();
+            let right = right.clone();
+            tokio::spawn(async move {
+                c.get_with("/staff", &[("authorization", &right)])
+                    .await
+                    .status
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(
+            t.await.unwrap(),
+            200,
+            "a correct password is never locked out by its own concurrency"
+        );
+    }
+    let hashed = gw.metric(HASHES).await - before;
+    assert!(
+        hashed <= 2.0,
+        "concurrent identical credentials share a verification, got {hashed}"
+    );
+    gw.shutdown().await;
+}
