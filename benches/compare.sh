@@ -2,7 +2,7 @@
 # Load comparison: portcullis vs nginx, HAProxy and Caddy as TLS-terminating proxies in
 # front of the same loopback upstream. See benches/README.md.
 #
-#   benches/compare.sh            # full run (3 rounds x 8 s per measurement), ~25 min
+#   benches/compare.sh            # full run (3 rounds x 8 s per measurement), ~13 min
 #   QUICK=1 benches/compare.sh    # smoke test (1 round x 2 s, 1,000 idle connections)
 #
 # Environment: ROUNDS, DURATION (seconds), CONNS (wrk connections), IDLE_CONNS (memory
