@@ -473,23 +473,28 @@ async fn in_flight_requests_survive_reload_and_drain_on_shutdown() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwards_to_https_upstreams_with_a_private_ca_and_round_robins() {
-    let pki = crate::support::pki();
-    let upstream_ca = portcullis::certs::Ca::new("upstream CA").unwrap();
-    let leaf = upstream_ca.server(&["127.0.0.1".into()]).unwrap();
-    let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(leaf.cert_chain(), leaf.private_key().unwrap())
-    .unwrap();
-    let secure =
+/// An echo upstream serving TLS with a certificate for 127.0.0.1 from a fresh CA.
+async fn tls_echo(ca_name: &str) -> (portcullis::certs::Ca, portcullis::echo::EchoServer) {
+    let ca = portcullis::certs::Ca::new(ca_name).unwrap();
+    let leaf = ca.server(&["127.0.0.1".into()]).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(leaf.cert_chain(), leaf.private_key().unwrap())
+        .unwrap();
+    let server =
         portcullis::echo::spawn(([127, 0, 0, 1], 0).into(), Some(std::sync::Arc::new(tls)))
             .await
             .unwrap();
+    (ca, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_to_https_upstreams_with_a_private_ca_and_round_robins() {
+    let pki = crate::support::pki();
+    let (upstream_ca, secure) = tls_echo("upstream CA").await;
     let second = portcullis::echo::spawn(([127, 0, 0, 1], 0).into(), None)
         .await
         .unwrap();
@@ -536,20 +541,7 @@ auth = "public"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_https_upstream_with_an_untrusted_certificate() {
-    let upstream_ca = portcullis::certs::Ca::new("rogue CA").unwrap();
-    let leaf = upstream_ca.server(&["127.0.0.1".into()]).unwrap();
-    let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(leaf.cert_chain(), leaf.private_key().unwrap())
-    .unwrap();
-    let secure =
-        portcullis::echo::spawn(([127, 0, 0, 1], 0).into(), Some(std::sync::Arc::new(tls)))
-            .await
-            .unwrap();
+    let (_rogue_ca, secure) = tls_echo("rogue CA").await;
     let body = format!(
         "[upstreams.secure]\ntargets = [\"https://{}\"]\n\n[authenticators.public]\nkind = \"none\"\n\n[[routes]]\nmatch = {{ path_prefix = \"/\" }}\nupstream = \"secure\"\nauth = \"public\"\n",
         secure.addr
