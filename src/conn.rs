@@ -4,14 +4,17 @@
 //! including its precomputed `X-Forwarded-Client-Cert` value.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use base64::Engine;
+use bytes::Bytes;
 use http::HeaderValue;
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
 
 /// Facts about one accepted connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnInfo {
     /// The TCP peer.
     pub peer: SocketAddr,
@@ -19,6 +22,8 @@ pub struct ConnInfo {
     pub tls: bool,
     /// The verified client certificate, if one was presented (mTLS).
     pub client_cert: Option<Arc<ClientCert>>,
+    /// Where an HTTP/1.1 connection hands its stream to a WebSocket tunnel.
+    pub upgrade: UpgradeSlot,
 }
 
 impl ConnInfo {
@@ -28,7 +33,49 @@ impl ConnInfo {
             peer,
             tls: false,
             client_cert: None,
+            upgrade: UpgradeSlot::default(),
         }
+    }
+}
+
+/// A client byte stream, as handed to a WebSocket tunnel.
+pub trait ClientStream: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientStream for T {}
+
+/// The client side of an HTTP/1.1 connection after a 101 was written on it.
+pub struct Upgraded {
+    /// The transport (TLS stream, or TCP with `insecure_plaintext`).
+    pub io: Box<dyn ClientStream>,
+    /// Bytes the client sent after its request head that were already read off the stream.
+    pub read_ahead: Bytes,
+}
+
+/// Hand-over point for an upgrade. The connection task serves HTTP/1.1 with hyper's
+/// low-level connection (so an idle connection can be parked without its buffers, see
+/// `server`), which leaves upgrades to the caller: the gateway asks for the stream here
+/// when the upstream agreed, and the connection task hands it over once hyper has written
+/// the 101.
+#[derive(Default)]
+pub struct UpgradeSlot(Mutex<Option<oneshot::Sender<Upgraded>>>);
+
+impl UpgradeSlot {
+    /// Asks for the client stream once the 101 being returned has been written.
+    pub fn expect(&self) -> oneshot::Receiver<Upgraded> {
+        let (tx, rx) = oneshot::channel();
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
+        rx
+    }
+
+    /// The waiting tunnel, if a request asked for the stream.
+    pub(crate) fn take(&self) -> Option<oneshot::Sender<Upgraded>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+impl std::fmt::Debug for UpgradeSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpgradeSlot")
     }
 }
 

@@ -159,7 +159,7 @@ async fn process(
     shared: &Shared,
     snap: &Snapshot,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     request_id: &HeaderValue,
     trace: &mut Trace,
 ) -> Result<Response<RespBody>, Refusal> {
@@ -269,8 +269,6 @@ async fn process(
         })
         .flatten();
 
-    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
-
     // Rewrite headers: strip first, then set.
     let (mut parts, body) = req.into_parts();
     let h = &mut parts.headers;
@@ -378,25 +376,24 @@ async fn process(
             .headers()
             .get(UPGRADE)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-        match client_upgrade {
-            Some(client_upgrade) if agreed => {
-                // A tunnel outlives its HTTP connection; it counts against the same limit.
-                let permit = shared
-                    .tunnels
-                    .clone()
-                    .try_acquire_owned()
-                    .map_err(|_| Refusal::AuthUnavailable)?;
-                let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                let metrics = shared.metrics.clone();
-                tokio::spawn(async move {
-                    metrics.active_connections.inc();
-                    tunnel(client_upgrade, upstream_upgrade).await;
-                    metrics.active_connections.dec();
-                    drop(permit);
-                });
-            }
-            _ => return Err(Refusal::BadGateway),
+        if upgrade.is_none() || !agreed {
+            return Err(Refusal::BadGateway);
         }
+        // A tunnel outlives its HTTP connection; it counts against the same limit.
+        let permit = shared
+            .tunnels
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refusal::AuthUnavailable)?;
+        let client_upgrade = conn.upgrade.expect();
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let metrics = shared.metrics.clone();
+        tokio::spawn(async move {
+            metrics.active_connections.inc();
+            tunnel(client_upgrade, upstream_upgrade).await;
+            metrics.active_connections.dec();
+            drop(permit);
+        });
     }
     Ok(resp.map(Either::Left))
 }
@@ -430,12 +427,19 @@ fn strip_query(pq: &PathAndQuery, names: &[String]) -> PathAndQuery {
 }
 
 /// Copies bytes both ways between an upgraded client and upstream connection.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+async fn tunnel(
+    client: tokio::sync::oneshot::Receiver<crate::conn::Upgraded>,
+    upstream: hyper::upgrade::OnUpgrade,
+) {
+    use tokio::io::AsyncWriteExt;
     let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
         return;
     };
-    let mut client = hyper_util::rt::TokioIo::new(client);
     let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+    if !client.read_ahead.is_empty() && upstream.write_all(&client.read_ahead).await.is_err() {
+        return;
+    }
+    let mut client = client.io;
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
 }
 

@@ -88,6 +88,8 @@ pub struct Metrics {
     pub upstream: Family<UpstreamLabels, Counter>,
     /// `portcullis_active_connections`.
     pub active_connections: Gauge,
+    /// `portcullis_parked_connections`: idle HTTP/1.1 connections holding no HTTP state.
+    pub parked_connections: Gauge,
     /// `portcullis_tls_handshake_errors_total{reason}`.
     pub handshake_errors: Family<ReasonLabel, Counter>,
     /// `portcullis_config_reloads_total{result}`.
@@ -133,6 +135,7 @@ impl Metrics {
         let auth = Family::<AuthLabels, Counter>::default();
         let upstream = Family::<UpstreamLabels, Counter>::default();
         let active_connections = Gauge::default();
+        let parked_connections = Gauge::default();
         let handshake_errors = Family::<ReasonLabel, Counter>::default();
         let reloads = Family::<ResultLabel, Counter>::default();
         let jwks_refresh = Family::<RefreshLabels, Counter>::default();
@@ -161,6 +164,11 @@ impl Metrics {
             "portcullis_active_connections",
             "Open public connections",
             active_connections.clone(),
+        );
+        registry.register(
+            "portcullis_parked_connections",
+            "Idle keep-alive connections parked without HTTP buffers (part of the active ones)",
+            parked_connections.clone(),
         );
         registry.register(
             "portcullis_tls_handshake_errors",
@@ -197,6 +205,7 @@ impl Metrics {
             auth,
             upstream,
             active_connections,
+            parked_connections,
             handshake_errors,
             reloads,
             jwks_refresh,
@@ -363,6 +372,7 @@ mod tests {
             "portcullis_auth_decisions_total{",
             "portcullis_upstream_requests_total{",
             "portcullis_active_connections ",
+            "portcullis_parked_connections ",
             "portcullis_tls_handshake_errors_total{",
             "portcullis_config_reloads_total{result=\"failure\"} 0",
             "# TYPE portcullis_requests_total counter",

@@ -9,14 +9,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
 use crate::config::{self, Config};
-use crate::conn::{ClientCert, ConnInfo};
+use crate::conn::{ClientCert, ConnInfo, Upgraded};
 use crate::gateway::{self, Shared};
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::snapshot::Snapshot;
@@ -195,10 +199,8 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         let stop = stop.clone();
-        tokio::spawn(async move {
-            serve_conn(stream, peer, shared, stop).await;
-            drop(permit);
-        });
+        // Spawned as is: wrapping it in another async block would store it twice.
+        tokio::spawn(serve_conn(stream, peer, shared, stop, permit));
     }
 }
 
@@ -215,6 +217,7 @@ async fn serve_conn(
     peer: SocketAddr,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     shared.metrics.active_connections.inc();
     let _guard = ActiveGuard(shared.metrics.clone());
@@ -227,7 +230,7 @@ async fn serve_conn(
             return;
         };
         let conn = Arc::new(ConnInfo::plain(peer));
-        serve_http(TokioIo::new(stream), conn, shared, &limits, stop, proto).await;
+        serve_http(stream, conn, shared, &limits, stop, proto).await;
         return;
     };
     let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
@@ -270,8 +273,10 @@ async fn serve_conn(
         peer,
         tls: true,
         client_cert,
+        upgrade: Default::default(),
     });
-    serve_http(TokioIo::new(tls), conn, shared, &limits, stop, proto).await;
+    // Boxed so the async layers below move a pointer, not 1.2 KiB of TLS state each.
+    serve_http(Box::new(tls), conn, shared, &limits, stop, proto).await;
 }
 
 /// Classifies a failed handshake for `portcullis_tls_handshake_errors_total{reason}` by
@@ -322,11 +327,21 @@ enum Proto {
     Http2,
 }
 
-/// Per-connection request activity, for the idle watchdog.
+/// Per-connection request activity, for the idle watchdog and parking.
 #[derive(Default)]
 struct Activity {
     in_flight: AtomicUsize,
     started: AtomicU64,
+}
+
+impl Activity {
+    /// True when no request is in flight and none started since `*seen`; updates `*seen`.
+    fn quiet_since(&self, seen: &mut u64) -> bool {
+        let started = self.started.load(Ordering::Relaxed);
+        let quiet = self.in_flight.load(Ordering::Relaxed) == 0 && started == *seen;
+        *seen = started;
+        quiet
+    }
 }
 
 /// Plaintext only: waits (bounded) for the first bytes and picks HTTP/2 for the
@@ -356,37 +371,27 @@ async fn sniff_plaintext(stream: &TcpStream, timeout: Duration) -> Option<Proto>
     }
 }
 
-async fn serve_http<I>(
-    io: TokioIo<I>,
-    conn: Arc<ConnInfo>,
+/// How long an HTTP/1.1 connection stays quiet (no request in flight, none started)
+/// before it is parked: hyper's state and its read and write buffers (16 to 24 KiB) are
+/// dropped, and the connection waits for its next request holding only the TLS session.
+/// Keep-alive connections under load never wait that long, so the request path is
+/// untouched; idle ones cost what nginx's do.
+const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// The service every connection runs: the gateway, counted for the idle watchdog.
+fn service(
     shared: Arc<Shared>,
-    limits: &config::Limits,
-    mut stop: watch::Receiver<bool>,
-    proto: Proto,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192) + 1024)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(limits.idle_timeout))
-        .keep_alive_timeout(Duration::from_secs(20));
-    let builder = match proto {
-        Proto::Http1 => builder.http1_only(),
-        Proto::Http2 => builder.http2_only(),
-    };
-    let activity = Arc::new(Activity::default());
-    let act = activity.clone();
-    let svc = service_fn(move |req| {
+    conn: Arc<ConnInfo>,
+    act: Arc<Activity>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<gateway::RespBody>,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<hyper::Response<gateway::RespBody>, std::convert::Infallible>>
+             + Send,
+> + Clone
++ Unpin {
+    service_fn(move |req| {
         let act = act.clone();
         act.started.fetch_add(1, Ordering::Relaxed);
         act.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -396,31 +401,261 @@ async fn serve_http<I>(
             act.in_flight.fetch_sub(1, Ordering::Relaxed);
             r
         }
-    });
-    let c = builder.serve_connection_with_upgrades(io, svc);
-    tokio::pin!(c);
+    })
+}
+
+async fn serve_http<S: Transport>(
+    io: S,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+    limits: &config::Limits,
+    stop: watch::Receiver<bool>,
+    proto: Proto,
+) {
+    match proto {
+        Proto::Http1 => serve_http1(io, conn, shared, limits, stop).await,
+        Proto::Http2 => serve_http2(io, conn, shared, limits, stop).await,
+    }
+}
+
+/// Serves HTTP/1.1 in sessions: a hyper connection is built when request bytes arrive and
+/// dropped (the connection "parked") after `PARK_AFTER` of quiet, keeping the stream.
+/// Bytes hyper had read but not parsed when it was parked are replayed to the next session.
+async fn serve_http1<S: Transport>(
+    io: S,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+    limits: &config::Limits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192) + 1024)
+        .keep_alive(true);
+    let activity = Arc::new(Activity::default());
+    let mut svc = service(shared.clone(), conn.clone(), activity.clone());
+    let tick = PARK_AFTER.min(limits.idle_timeout);
+    let mut session = SessionIo {
+        replay: Bytes::new(),
+        inner: io,
+    };
+    // A new connection gets `header_read_timeout` for its first request, a parked one
+    // `idle_timeout` (less the quiet time already spent) for its next.
+    let mut wait = limits.header_read_timeout;
+    loop {
+        if session.replay.is_empty() && !session.inner.has_buffered() {
+            let parked = &shared.metrics.parked_connections;
+            parked.inc();
+            let readable = tokio::select! {
+                r = tokio::time::timeout(wait, session.inner.tcp().readable()) => matches!(r, Ok(Ok(()))),
+                () = async { let _ = stop.wait_for(|s| *s).await; } => false,
+            };
+            parked.dec();
+            if !readable {
+                break;
+            }
+        }
+        let mut c = Box::pin(builder.serve_connection(TokioIo::new(session), svc));
+        let mut parking = false;
+        let mut seen = activity.started.load(Ordering::Relaxed);
+        let sleep = tokio::time::sleep(tick);
+        tokio::pin!(sleep);
+        let result = loop {
+            tokio::select! {
+                r = c.as_mut() => break r,
+                () = async { let _ = stop.wait_for(|s| *s).await; }, if !parking => {
+                    // Finish the request in flight (answered `Connection: close`), then close.
+                    c.as_mut().graceful_shutdown();
+                    let r = c.as_mut().await;
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "connection ended with error");
+                    }
+                    let parts = Pin::into_inner(c).into_parts();
+                    shutdown(parts.io.into_inner().inner).await;
+                    return;
+                }
+                () = &mut sleep, if !parking => {
+                    if activity.quiet_since(&mut seen) {
+                        // Idle between requests: hyper closes its side at once.
+                        c.as_mut().graceful_shutdown();
+                        parking = true;
+                    } else {
+                        sleep.as_mut().reset(tokio::time::Instant::now() + tick);
+                    }
+                }
+            }
+        };
+        let parts = Pin::into_inner(c).into_parts();
+        svc = parts.service;
+        session = parts.io.into_inner();
+        if session.replay.is_empty() {
+            // An emptied `Bytes` still holds the buffer it was cut from.
+            session.replay = Bytes::new();
+        }
+        if !parts.read_buf.is_empty() {
+            session.replay = if session.replay.is_empty() {
+                parts.read_buf
+            } else {
+                [parts.read_buf, session.replay].concat().into()
+            };
+        }
+        if let Some(tunnel) = conn.upgrade.take() {
+            // hyper wrote the 101: the stream now belongs to the WebSocket tunnel.
+            let _ = tunnel.send(Upgraded {
+                io: Box::new(session.inner),
+                read_ahead: session.replay,
+            });
+            return;
+        }
+        match result {
+            Ok(()) if parking => wait = limits.idle_timeout.saturating_sub(tick),
+            Ok(()) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "connection ended with error");
+                return;
+            }
+        }
+    }
+    shutdown(session.inner).await;
+}
+
+/// Closes a stream politely (TLS close_notify, then FIN), bounded so a peer that stopped
+/// reading cannot hold the task.
+async fn shutdown<S: Transport>(mut io: S) {
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+}
+
+async fn serve_http2<S: Transport>(
+    io: S,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+    limits: &config::Limits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(limits.idle_timeout))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let activity = Arc::new(Activity::default());
+    let svc = service(shared, conn, activity.clone());
+    // Boxed: inline, hyper's HTTP/2 state would size every connection's task.
+    let mut c = Box::pin(builder.serve_connection(TokioIo::new(io), svc));
     let idle = limits.idle_timeout;
-    let mut last_started = 0;
+    let mut seen = 0;
     let result = loop {
         tokio::select! {
             r = c.as_mut() => break r,
             () = async { let _ = stop.wait_for(|s| *s).await; } => {
                 c.as_mut().graceful_shutdown();
-                break c.await;
+                break c.as_mut().await;
             }
             () = tokio::time::sleep(idle) => {
                 // Idle watchdog: no request in flight and none started for a whole period.
-                let started = activity.started.load(Ordering::Relaxed);
-                if activity.in_flight.load(Ordering::Relaxed) == 0 && started == last_started {
+                if activity.quiet_since(&mut seen) {
                     c.as_mut().graceful_shutdown();
-                    break c.await;
+                    break c.as_mut().await;
                 }
-                last_started = started;
             }
         }
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with error");
+    }
+}
+
+/// A client connection's byte stream: TLS over TCP, or TCP alone with `insecure_plaintext`.
+trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The TCP socket underneath, to wait for the next request without a buffer.
+    fn tcp(&self) -> &TcpStream;
+    /// Whether bytes already taken off the socket wait in this layer (decrypted records).
+    fn has_buffered(&mut self) -> bool;
+}
+
+impl Transport for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+    fn has_buffered(&mut self) -> bool {
+        false
+    }
+}
+
+impl<T: Transport> Transport for Box<T> {
+    fn tcp(&self) -> &TcpStream {
+        (**self).tcp()
+    }
+    fn has_buffered(&mut self) -> bool {
+        (**self).has_buffered()
+    }
+}
+
+impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+    fn has_buffered(&mut self) -> bool {
+        // Records that arrived with the handshake, or with the last read, may already be
+        // decrypted; an error is left for hyper to meet (and report) on its first read.
+        self.get_mut()
+            .1
+            .process_new_packets()
+            .map_or(true, |s| s.plaintext_bytes_to_read() > 0)
+    }
+}
+
+/// The stream as one hyper session sees it: `replay` (bytes an earlier session read but
+/// did not parse) comes first. Shutting down is not hyper's to do: a session that ends
+/// may only be parking, so `serve_http1` closes the stream itself when it is done.
+struct SessionIo<S> {
+    replay: Bytes,
+    inner: S,
+}
+
+impl<S: Transport> AsyncRead for SessionIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.replay.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.replay.len().min(buf.remaining());
+        buf.put_slice(&self.replay[..n]);
+        bytes::Buf::advance(&mut self.replay, n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: Transport> AsyncWrite for SessionIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
     }
 }
 

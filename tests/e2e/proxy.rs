@@ -2,7 +2,7 @@
 
 use http::Method;
 
-use crate::support::{Gateway, gateway};
+use crate::support::{Gateway, gateway, read_response};
 
 const PUBLIC: &str = r#"
 [authenticators.public]
@@ -364,6 +364,67 @@ async fn passes_websocket_upgrades_through() {
         echoed.extend_from_slice(&buf[..n]);
     }
     assert_eq!(&echoed, b"ping-through-tunnel");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_bytes_sent_with_the_request_head_reach_the_upstream() {
+    use tokio::io::AsyncWriteExt;
+    let gw = start().await;
+    let mut s = gw.raw_tls().await;
+    // The first frame rides in the same write as the head, so hyper reads it early.
+    let req = "GET /public/ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\nearly-bytes";
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut got = read_response(&mut s).await;
+    assert!(got.starts_with("HTTP/1.1 101"), "{got}");
+    let head_len = got.find("\r\n\r\n").unwrap() + 4;
+    let mut buf = [0u8; 64];
+    while got.len() < head_len + "early-bytes".len() {
+        use tokio::io::AsyncReadExt;
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("echo in time")
+            .unwrap();
+        assert!(n > 0, "tunnel closed: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert_eq!(&got[head_len..], "early-bytes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_keep_alive_connections_serve_their_next_request() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    let gw = start().await;
+    let mut s = gw.raw_tls().await;
+    let req = "GET /public/a HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    s.write_all(req.as_bytes()).await.unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    // Quiet for more than two park periods: the connection gives up its HTTP state.
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    assert_eq!(gw.metric("portcullis_parked_connections").await, 1.0);
+    s.write_all(req.as_bytes()).await.unwrap();
+    let resp = read_response(&mut s).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(
+        !resp.to_ascii_lowercase().contains("connection: close"),
+        "{resp}"
+    );
+    assert_eq!(gw.metric("portcullis_parked_connections").await, 0.0);
+
+    // Half a request head, then quiet: hyper had read those bytes when the connection
+    // parked; the next session gets them back and the request completes on keep-alive.
+    s.write_all(b"GET /public/b HTTP/1.1\r\nHo").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    s.write_all(b"st: localhost\r\n\r\n").await.unwrap();
+    let resp = read_response(&mut s).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("/public/b"), "{resp}");
+    assert!(
+        !resp.to_ascii_lowercase().contains("connection: close"),
+        "{resp}"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -408,6 +408,26 @@ impl Gateway {
     }
 }
 
+/// Reads exactly one response (head and body) off a keep-alive stream; panics if the
+/// stream closes or stalls first.
+pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    while !response_complete(&out) {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("response in time")
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed mid-response: {}",
+            String::from_utf8_lossy(&out)
+        );
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn response_complete(buf: &[u8]) -> bool {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         return false;
