@@ -376,7 +376,7 @@ async fn sniff_plaintext(stream: &TcpStream, timeout: Duration) -> Option<Proto>
 /// dropped, and the connection waits for its next request holding only the TLS session.
 /// Keep-alive connections under load never wait that long, so the request path is
 /// untouched; idle ones cost what nginx's do.
-const PARK_AFTER: Duration = Duration::from_secs(1);
+const PARK_AFTER: Duration = Duration::from_millis(250);
 
 /// The service every connection runs: the gateway, counted for the idle watchdog.
 fn service(
