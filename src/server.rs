@@ -392,16 +392,32 @@ fn service(
 > + Clone
 + Unpin {
     service_fn(move |req| {
-        let act = act.clone();
-        act.started.fetch_add(1, Ordering::Relaxed);
-        act.in_flight.fetch_add(1, Ordering::Relaxed);
-        let fut = gateway::handle(shared.clone(), conn.clone(), req);
+        let in_flight = InFlight::start(&act);
+        let (shared, conn) = (shared.clone(), conn.clone());
+        // The gateway's future is made inside the block: one captured from outside would
+        // be stored twice, and hyper moves this future once per request.
         async move {
-            let r = fut.await;
-            act.in_flight.fetch_sub(1, Ordering::Relaxed);
-            r
+            let _in_flight = in_flight;
+            gateway::handle(shared, conn, req).await
         }
     })
+}
+
+/// A request counted in flight until its future completes or is dropped (client gone).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(act: &Arc<Activity>) -> Self {
+        act.started.fetch_add(1, Ordering::Relaxed);
+        act.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(act.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 async fn serve_http<S: Transport>(
