@@ -475,7 +475,8 @@ async fn serve_http1<S: Transport>(
         }
         let mut c = Box::pin(builder.serve_connection(TokioIo::new(session), svc));
         let mut parking = false;
-        let mut seen = activity.started.load(Ordering::Relaxed);
+        let session_start = activity.started.load(Ordering::Relaxed);
+        let mut seen = session_start;
         let sleep = tokio::time::sleep(tick);
         tokio::pin!(sleep);
         let result = loop {
@@ -493,7 +494,9 @@ async fn serve_http1<S: Transport>(
                     return;
                 }
                 () = &mut sleep, if !parking => {
-                    if activity.quiet_since(&mut seen) {
+                    // Only after a request: a session that has served none may hold the
+                    // start of one, and hyper would answer it `Connection: close`.
+                    if activity.quiet_since(&mut seen) && seen != session_start {
                         // Idle between requests: hyper closes its side at once.
                         c.as_mut().graceful_shutdown();
                         parking = true;

@@ -428,6 +428,35 @@ async fn parked_keep_alive_connections_serve_their_next_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closes_idle_keep_alive_connections_after_idle_timeout() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = gateway(PUBLIC)
+        .tls_extra("[server.limits]\nidle_timeout = \"1500ms\"")
+        .start()
+        .await;
+    let mut s = gw.raw_tls().await;
+    s.write_all(b"GET /public/a HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    let idle_since = Instant::now();
+    let mut buf = [0u8; 64];
+    // Parked after a quarter second, then closed (close_notify, FIN) at the idle timeout.
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("idle connection must be closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let waited = idle_since.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1200),
+        "closed too early: {waited:?}"
+    );
+    assert_eq!(gw.metric("portcullis_parked_connections").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_reports_health_readiness_and_metrics() {
     let gw = start().await;
     assert_eq!(gw.admin_get("/healthz").await.status, 200);
