@@ -462,13 +462,12 @@ async fn serve_http1<S: Transport>(
     let mut wait = limits.header_read_timeout;
     loop {
         if session.replay.is_empty() && !session.inner.has_buffered() {
-            let parked = &shared.metrics.parked_connections;
-            parked.inc();
+            let parked = Parked::new(&shared.metrics);
             let readable = tokio::select! {
                 r = tokio::time::timeout(wait, session.inner.tcp().readable()) => matches!(r, Ok(Ok(()))),
                 () = async { let _ = stop.wait_for(|s| *s).await; } => false,
             };
-            parked.dec();
+            drop(parked);
             if !readable {
                 break;
             }
@@ -538,6 +537,22 @@ async fn serve_http1<S: Transport>(
         }
     }
     shutdown(session.inner).await;
+}
+
+/// Counts a connection in `portcullis_parked_connections` while it lives.
+struct Parked<'a>(&'a prometheus_client::metrics::gauge::Gauge);
+
+impl<'a> Parked<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        metrics.parked_connections.inc();
+        Parked(&metrics.parked_connections)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Closes a stream politely (TLS close_notify, then FIN), bounded so a peer that stopped
