@@ -385,10 +385,9 @@ fn service(
     act: Arc<Activity>,
 ) -> impl hyper::service::Service<
     hyper::Request<hyper::body::Incoming>,
-    Response = hyper::Response<gateway::RespBody>,
+    Response = hyper::Response<Tracked>,
     Error = std::convert::Infallible,
-    Future = impl Future<Output = Result<hyper::Response<gateway::RespBody>, std::convert::Infallible>>
-             + Send,
+    Future = impl Future<Output = Result<hyper::Response<Tracked>, std::convert::Infallible>> + Send,
 > + Clone
 + Unpin {
     service_fn(move |req| {
@@ -397,14 +396,45 @@ fn service(
         // The gateway's future is made inside the block: one captured from outside would
         // be stored twice, and hyper moves this future once per request.
         async move {
-            let _in_flight = in_flight;
-            gateway::handle(shared, conn, req).await
+            let resp = gateway::handle(shared, conn, req).await;
+            resp.map(|r| {
+                r.map(|body| Tracked {
+                    body,
+                    _in_flight: in_flight,
+                })
+            })
         }
     })
 }
 
-/// A request counted in flight until its future completes or is dropped (client gone).
+/// A request counted in flight from its head until its response body has been written
+/// (hyper drops the body then) or the request is abandoned (client gone): an idle
+/// connection is one whose last response is fully out.
 struct InFlight(Arc<Activity>);
+
+/// The gateway's response body, holding its request's `InFlight`.
+struct Tracked {
+    body: gateway::RespBody,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = <gateway::RespBody as hyper::body::Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
 
 impl InFlight {
     fn start(act: &Arc<Activity>) -> Self {
@@ -473,15 +503,19 @@ async fn serve_http1<S: Transport>(
             }
         }
         let mut c = Box::pin(builder.serve_connection(TokioIo::new(session), svc));
+        // Set once hyper was asked to end the session: `parking` if it was idle and
+        // ended at once, `closing` if not (then the stream is closed when it ends).
         let mut parking = false;
+        let mut closing = false;
         let session_start = activity.started.load(Ordering::Relaxed);
         let mut seen = session_start;
         let sleep = tokio::time::sleep(tick);
         tokio::pin!(sleep);
         let result = loop {
             tokio::select! {
+                biased;
                 r = c.as_mut() => break r,
-                () = async { let _ = stop.wait_for(|s| *s).await; }, if !parking => {
+                () = async { let _ = stop.wait_for(|s| *s).await; }, if !closing => {
                     // Finish the request in flight (answered `Connection: close`), then close.
                     c.as_mut().graceful_shutdown();
                     let r = c.as_mut().await;
@@ -492,13 +526,22 @@ async fn serve_http1<S: Transport>(
                     shutdown(parts.io.into_inner().inner).await;
                     return;
                 }
-                () = &mut sleep, if !parking => {
+                () = &mut sleep, if !closing => {
                     // Only after a request: a session that has served none may hold the
                     // start of one, and hyper would answer it `Connection: close`.
                     if activity.quiet_since(&mut seen) && seen != session_start {
-                        // Idle between requests: hyper closes its side at once.
+                        // Idle between requests, hyper ends the session on the next poll.
+                        // If it does not (a request body still arriving, a flush pending),
+                        // keep-alive is now off and the stream closes when it ends.
                         c.as_mut().graceful_shutdown();
-                        parking = true;
+                        closing = true;
+                        match std::future::poll_fn(|cx| Poll::Ready(c.as_mut().poll(cx))).await {
+                            Poll::Ready(r) => {
+                                parking = r.is_ok();
+                                break r;
+                            }
+                            Poll::Pending => {}
+                        }
                     } else {
                         sleep.as_mut().reset(tokio::time::Instant::now() + tick);
                     }
@@ -519,18 +562,22 @@ async fn serve_http1<S: Transport>(
                 [parts.read_buf, session.replay].concat().into()
             };
         }
-        if let Some(tunnel) = conn.upgrade.take() {
-            // hyper wrote the 101: the stream now belongs to the WebSocket tunnel.
-            let _ = tunnel.send(Upgraded {
-                io: Box::new(session.inner),
-                read_ahead: session.replay,
-            });
-            return;
-        }
+        let tunnel = conn.upgrade.take();
         match result {
+            Ok(()) if tunnel.is_some() => {
+                // hyper wrote (and flushed) the 101: the stream belongs to the tunnel now.
+                if let Some(tunnel) = tunnel {
+                    let _ = tunnel.send(Upgraded {
+                        io: Box::new(session.inner),
+                        read_ahead: session.replay,
+                    });
+                }
+                return;
+            }
             Ok(()) if parking => wait = limits.idle_timeout.saturating_sub(tick),
             Ok(()) => break,
             Err(e) => {
+                // A tunnel waiting for this stream gets nothing (its sender is dropped).
                 tracing::debug!(error = %e, "connection ended with error");
                 return;
             }

@@ -316,6 +316,45 @@ async fn streams_response_bodies() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pauses_inside_a_response_neither_park_nor_hold_a_closing_connection() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = gateway(SLOW_AND_DOWN).start().await;
+    // HTTP/1.1: pauses longer than the park period inside a body keep the connection.
+    let mut s = gw.raw_tls().await;
+    let slow = "GET /stream?chunks=3&delay_ms=700 HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    s.write_all(slow.as_bytes()).await.unwrap();
+    let resp = read_response(&mut s).await;
+    assert!(resp.contains("chunk 2"), "{resp}");
+    assert!(
+        !resp.to_ascii_lowercase().contains("connection: close"),
+        "{resp}"
+    );
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+
+    // HTTP/1.0: the body ends with the connection, which must close right after it
+    // (not linger until idle_timeout as a parked connection).
+    let mut s = gw.raw_tls().await;
+    let slow10 = "GET /stream?chunks=3&delay_ms=700 HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    s.write_all(slow10.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut out))
+        .await
+        .expect("connection closed after the body");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("chunk 2"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_http2() {
     let gw = start().await;
     let c = gw.h2_client();
