@@ -432,7 +432,12 @@ async fn tunnel(
     upstream: hyper::upgrade::OnUpgrade,
 ) {
     use tokio::io::AsyncWriteExt;
-    let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
+    let (client, upstream) = tokio::join!(client, upstream);
+    let Ok(client) = client else { return };
+    let Ok(upstream) = upstream else {
+        // The client saw a 101 but the upstream stream is gone: close politely.
+        let mut io = client.io;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), io.shutdown()).await;
         return;
     };
     let mut upstream = hyper_util::rt::TokioIo::new(upstream);
