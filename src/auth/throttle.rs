@@ -291,6 +291,19 @@ impl Drop for Reservation<'_> {
     }
 }
 
+/// The address a client's failures are counted under: IPv4 as is (IPv4-mapped IPv6 too),
+/// IPv6 by its /64, the block one subscriber or host usually holds, so rotating through
+/// addresses of one prefix does not buy a fresh failure budget each time.
+fn client_prefix(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let [a, b, c, d, ..] = v6.segments();
+            IpAddr::from(std::net::Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 /// The lockout decisions one authenticator makes, over a shared store.
 pub struct Throttle<'a> {
     store: &'a dyn FailureStore,
@@ -301,7 +314,11 @@ pub struct Throttle<'a> {
 impl<'a> Throttle<'a> {
     /// Decisions for a request from `ip` under `policy`.
     pub fn new(store: &'a dyn FailureStore, policy: &'a Lockout, ip: IpAddr) -> Self {
-        Throttle { store, policy, ip }
+        Throttle {
+            store,
+            policy,
+            ip: client_prefix(ip),
+        }
     }
 
     /// The remaining lockout of the client IP or of `name`, whichever is longer.
@@ -387,6 +404,26 @@ mod tests {
 
     fn ip(n: u8) -> IpAddr {
         IpAddr::from([10, 0, 0, n])
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_budget_per_64_and_mapped_ipv4_is_ipv4() {
+        let store = MemoryStore::new();
+        let p = policy();
+        let v6 = |s: &str| s.parse::<IpAddr>().unwrap();
+        for host in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::9"] {
+            Throttle::new(&store, &p, v6(host)).failure(None);
+        }
+        let same_64 = Throttle::new(&store, &p, v6("2001:db8:1:2:abcd::1"));
+        assert!(same_64.check(None).is_some(), "a /64 is one client");
+        let other_64 = Throttle::new(&store, &p, v6("2001:db8:1:3::1"));
+        assert!(other_64.check(None).is_none());
+
+        for _ in 0..3 {
+            Throttle::new(&store, &p, v6("::ffff:10.0.0.7")).failure(None);
+        }
+        assert!(Throttle::new(&store, &p, ip(7)).check(None).is_some());
+        assert!(Throttle::new(&store, &p, ip(8)).check(None).is_none());
     }
 
     #[test]
