@@ -61,7 +61,7 @@ pub struct UpgradeSlot(Mutex<Option<oneshot::Sender<Upgraded>>>);
 
 impl UpgradeSlot {
     /// Asks for the client stream once the 101 being returned has been written.
-    pub fn expect(&self) -> oneshot::Receiver<Upgraded> {
+    pub fn claim(&self) -> oneshot::Receiver<Upgraded> {
         let (tx, rx) = oneshot::channel();
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(tx);
         rx

@@ -385,7 +385,7 @@ async fn process(
             .clone()
             .try_acquire_owned()
             .map_err(|_| Refusal::AuthUnavailable)?;
-        let client_upgrade = conn.upgrade.expect();
+        let client_upgrade = conn.upgrade.claim();
         let upstream_upgrade = hyper::upgrade::on(&mut resp);
         let metrics = shared.metrics.clone();
         tokio::spawn(async move {

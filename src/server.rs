@@ -495,7 +495,7 @@ async fn serve_http1<S: Transport>(
             let parked = Parked::new(&shared.metrics);
             let readable = tokio::select! {
                 r = tokio::time::timeout(wait, session.inner.tcp().readable()) => matches!(r, Ok(Ok(()))),
-                () = async { let _ = stop.wait_for(|s| *s).await; } => false,
+                () = stopped(&mut stop) => false,
             };
             drop(parked);
             if !readable {
@@ -515,7 +515,7 @@ async fn serve_http1<S: Transport>(
             tokio::select! {
                 biased;
                 r = c.as_mut() => break r,
-                () = async { let _ = stop.wait_for(|s| *s).await; }, if !closing => {
+                () = stopped(&mut stop), if !closing => {
                     // Finish the request in flight (answered `Connection: close`), then close.
                     c.as_mut().graceful_shutdown();
                     let r = c.as_mut().await;
@@ -602,6 +602,11 @@ impl Drop for Parked<'_> {
     }
 }
 
+/// Resolves once the server is shutting down.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 /// Closes a stream politely (TLS close_notify, then FIN), bounded so a peer that stopped
 /// reading cannot hold the task.
 async fn shutdown<S: Transport>(mut io: S) {
@@ -632,7 +637,7 @@ async fn serve_http2<S: Transport>(
     let result = loop {
         tokio::select! {
             r = c.as_mut() => break r,
-            () = async { let _ = stop.wait_for(|s| *s).await; } => {
+            () = stopped(&mut stop) => {
                 c.as_mut().graceful_shutdown();
                 break c.as_mut().await;
             }
