@@ -3,7 +3,10 @@
 messages): every binary gets the same config, the runs interleave A B A B ... and the
 report is per-round requests/s, p99, CPU s/100k requests and the ratio to the first binary.
 
-  python3 benches/ab.py --upstream UPSTREAM_BIN [--level info] [--h2] [--path /big] A B ...
+  python3 benches/ab.py --upstream UPSTREAM_BIN [--level info] [--h2] [--path /big] [--haproxy] A B ...
+
+--haproxy adds HAProxy (configured as in compare.py) as one more peer, reported after the
+binaries with its ratio to the first one.
 """
 
 import argparse
@@ -26,6 +29,7 @@ def main():
     ap.add_argument("--path", default="/")
     ap.add_argument("--h2", action="store_true")
     ap.add_argument("--close", action="store_true")
+    ap.add_argument("--haproxy", action="store_true")
     ap.add_argument("bins", nargs="+")
     a = ap.parse_args()
     c.raise_nofile()
@@ -70,6 +74,11 @@ auth = "public"
         p = c.start(f"pc{i}", [b, "run", "--config", cfg], stderr=logf)
         c.wait_port(port, p, b)
         peers.append((b, p, f"https://127.0.0.1:{port}{a.path}"))
+    if a.haproxy:
+        with open(f"{work}/combined.pem", "w") as f:
+            f.write(open(crt).read() + open(key).read())
+        ha = c.start_haproxy(work, 18599, 5000)
+        peers.append(("HAProxy", ha, f"https://127.0.0.1:18599{a.path}"))
     hdrs = ["Connection: close"] if a.close else []
     for b, p, url in peers:
         subprocess.run(["taskset", "-c", "0", "wrk", "-t1", "-c50", "-d2s", url],

@@ -222,6 +222,43 @@ def run_h2load(url, headers, env, work):
     return r
 
 
+def start_haproxy(work, port, maxconn):
+    """HAProxy as a TLS-terminating proxy on `port` (1 thread, keep-alive to the upstream),
+    with `work`/combined.pem as its certificate."""
+    hbin = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    hcfg = os.path.join(work, "haproxy.cfg")
+    with open(hcfg, "w") as f:
+        f.write(f"""
+global
+    nbthread 1
+    maxconn {maxconn}
+    no strict-limits
+    ssl-default-bind-options ssl-min-ver TLSv1.3
+    ssl-default-bind-ciphersuites {CIPHER}
+    tune.ssl.cachesize 0
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    timeout http-keep-alive 300s
+    option http-keep-alive
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:{port} ssl crt {work}/combined.pem alpn h2,http/1.1 no-tls-tickets
+    option forwardfor
+    unique-id-format %{{+X}}o\\ %ci%cp%fi%fp%Ts%rt%pid
+    unique-id-header X-Request-Id
+    http-request set-header X-Forwarded-Proto https
+    default_backend be
+backend be
+    server up 127.0.0.1:{P_UP}
+""")
+    ha = start("haproxy", [hbin, "-db", "-f", hcfg])
+    wait_port(port, ha, "haproxy")
+    return ha
+
+
 def sh(argv, **kw):
     return subprocess.run(argv, capture_output=True, text=True, **kw)
 
@@ -318,37 +355,7 @@ http {{
     peers["nginx"] = dict(proc=ng, url=f"https://127.0.0.1:{P_NGINX}", h2=True)
 
     # --- HAProxy ------------------------------------------------------------------------
-    hbin = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    hcfg = os.path.join(work, "haproxy.cfg")
-    with open(hcfg, "w") as f:
-        f.write(f"""
-global
-    nbthread 1
-    maxconn {IDLE_CONNS + 100}
-    no strict-limits
-    ssl-default-bind-options ssl-min-ver TLSv1.3
-    ssl-default-bind-ciphersuites {CIPHER}
-    tune.ssl.cachesize 0
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 300s
-    timeout server 300s
-    timeout http-keep-alive 300s
-    option http-keep-alive
-    http-reuse always
-frontend fe
-    bind 127.0.0.1:{P_HAPROXY} ssl crt {work}/combined.pem alpn h2,http/1.1 no-tls-tickets
-    option forwardfor
-    unique-id-format %{{+X}}o\\ %ci%cp%fi%fp%Ts%rt%pid
-    unique-id-header X-Request-Id
-    http-request set-header X-Forwarded-Proto https
-    default_backend be
-backend be
-    server up 127.0.0.1:{P_UP}
-""")
-    ha = start("haproxy", [hbin, "-db", "-f", hcfg])
-    wait_port(P_HAPROXY, ha, "haproxy")
+    ha = start_haproxy(work, P_HAPROXY, IDLE_CONNS + 100)
     peers["HAProxy"] = dict(proc=ha, url=f"https://127.0.0.1:{P_HAPROXY}", h2=True)
 
     # --- Caddy --------------------------------------------------------------------------

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod auth;
 pub mod certs;
 pub mod cli;
+pub mod coalesce;
 pub mod config;
 pub mod conn;
 pub mod credentials;

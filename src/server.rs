@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
+use crate::coalesce::Coalesced;
 use crate::config::{self, Config};
 use crate::conn::{ClientCert, ConnInfo, Upgraded};
 use crate::gateway::{self, Shared};
@@ -631,7 +632,8 @@ async fn serve_http2<S: Transport>(
     let activity = Arc::new(Activity::default());
     let svc = service(shared, conn, activity.clone());
     // Boxed: inline, hyper's HTTP/2 state would size every connection's task.
-    let mut c = Box::pin(builder.serve_connection(TokioIo::new(io), svc));
+    let io = TokioIo::new(Coalesced::new(io));
+    let mut c = Box::pin(builder.serve_connection(io, svc));
     let idle = limits.idle_timeout;
     let mut seen = 0;
     let result = loop {
