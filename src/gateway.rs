@@ -30,12 +30,13 @@ use crate::proxy::headers::{
     self, X_AUTH_METHOD, X_AUTH_SCOPES, X_AUTH_SUBJECT, X_FORWARDED_HOST, X_FORWARDED_PROTO,
     X_REQUEST_ID, XFCC,
 };
+use crate::proxy::pool::UpstreamBody;
 use crate::route::host_without_port;
 use crate::snapshot::{RouteRt, Snapshot};
 use crate::telemetry;
 
 /// Response body: streamed from the upstream, or written by the gateway.
-pub type RespBody = Either<Incoming, Full<Bytes>>;
+pub type RespBody = Either<UpstreamBody, Full<Bytes>>;
 
 /// State shared by every connection for the life of the process.
 pub struct Shared {
@@ -330,7 +331,7 @@ async fn process(
         h.insert(UPGRADE, token.clone());
     }
 
-    // Target URI: the chosen upstream target plus the original path and query.
+    // Target: the chosen upstream target; the request line keeps the path and query.
     let upstream = &route.upstream;
     let target = upstream.pick().ok_or(Refusal::BadGateway)?;
     let pq = match parts.uri.path_and_query() {
@@ -338,19 +339,13 @@ async fn process(
         Some(pq) => pq.clone(),
         None => PathAndQuery::from_static("/"),
     };
-    parts.uri = Uri::builder()
-        .scheme(target.scheme.clone())
-        .authority(target.authority.clone())
-        .path_and_query(pq)
-        .build()
-        .map_err(|_| Refusal::BadRequest("invalid request target"))?;
+    parts.uri = Uri::from(pq);
     parts.version = Version::HTTP_11;
     let upstream_req = Request::from_parts(parts, ReqBody::limited(body, limits.max_body_bytes));
 
     // Forward.
     let timeout = upstream.timeout.min(limits.request_timeout);
-    let mut resp = match tokio::time::timeout(timeout, upstream.client.request(upstream_req)).await
-    {
+    let mut resp = match tokio::time::timeout(timeout, upstream.send(target, upstream_req)).await {
         Ok(Ok(resp)) => {
             upstream.counters.success.inc();
             resp

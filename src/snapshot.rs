@@ -137,7 +137,7 @@ impl Snapshot {
     /// Starts background work owned by this snapshot (health checks, JWKS refresh).
     pub fn start(&self) {
         for u in &self.upstreams {
-            u.start_health_checks();
+            u.start();
         }
         for (_, a) in &self.authenticators {
             a.start();

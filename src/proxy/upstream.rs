@@ -1,18 +1,18 @@
-//! Upstream runtime: one pooled keep-alive client per upstream (hyper-util legacy client
-//! over hyper-rustls, so http and https targets share the code), round robin over the
-//! healthy targets, and optional active health checks that stop when the snapshot that
-//! owns the upstream is dropped.
+//! Upstream runtime: a keep-alive pool per target (`pool`), connections made by one
+//! hyper-rustls connector per upstream (so http and https targets share the code), round
+//! robin over the healthy targets, and background work (health checks, closing long-idle
+//! connections) that stops when the snapshot that owns the upstream is dropped.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
-use hyper_util::client::legacy::Client;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::ReqBody;
+use super::pool::{self, Endpoint, Pool, SendError, UpstreamBody};
 use crate::config::{HealthCheck, Upstream as UpstreamConfig};
 use crate::metrics::UpstreamCounters;
 
@@ -42,6 +42,11 @@ pub struct TargetRt {
     pub scheme: Scheme,
     /// host:port.
     pub authority: Authority,
+    /// `scheme://authority/`, what the connector dials.
+    uri: Uri,
+    /// The Host header for requests that arrive without one.
+    host: HeaderValue,
+    pool: Arc<Pool>,
     healthy: AtomicBool,
 }
 
@@ -58,8 +63,7 @@ pub struct UpstreamRt {
     pub name: String,
     /// Targets in config order.
     pub targets: Vec<TargetRt>,
-    /// Pooled client.
-    pub client: Client<Connector, ReqBody>,
+    connector: Connector,
     /// Response-head timeout.
     pub timeout: Duration,
     /// Outcome counters.
@@ -72,25 +76,33 @@ impl UpstreamRt {
     /// Builds the runtime form of an upstream.
     pub fn new(cfg: &UpstreamConfig, counters: UpstreamCounters) -> Result<Self, String> {
         let connector = connector(cfg.ca.as_deref(), cfg.connect_timeout)?;
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .build(connector);
         let targets = cfg
             .targets
             .iter()
-            .map(|t| TargetRt {
-                scheme: if t.https { Scheme::HTTPS } else { Scheme::HTTP },
-                authority: t.authority.clone(),
-                healthy: AtomicBool::new(true),
+            .map(|t| {
+                let scheme = if t.https { Scheme::HTTPS } else { Scheme::HTTP };
+                let uri = Uri::builder()
+                    .scheme(scheme.clone())
+                    .authority(t.authority.clone())
+                    .path_and_query(PathAndQuery::from_static("/"))
+                    .build()
+                    .map_err(|e| format!("target {}: {e}", t.authority))?;
+                let host = HeaderValue::from_str(t.authority.as_str())
+                    .map_err(|e| format!("target {}: {e}", t.authority))?;
+                Ok(TargetRt {
+                    scheme,
+                    authority: t.authority.clone(),
+                    uri,
+                    host,
+                    pool: Arc::default(),
+                    healthy: AtomicBool::new(true),
+                })
             })
-            .collect();
+            .collect::<Result<_, String>>()?;
         Ok(UpstreamRt {
             name: cfg.name.clone(),
             targets,
-            client,
+            connector,
             timeout: cfg.timeout,
             counters,
             next: AtomicUsize::new(0),
@@ -112,13 +124,40 @@ impl UpstreamRt {
             .or_else(|| self.targets.get(start % n.max(1)))
     }
 
+    /// Sends `req` (origin-form URI) to `target` on a pooled or new connection.
+    pub async fn send(
+        &self,
+        target: &TargetRt,
+        req: Request<ReqBody>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let endpoint = Endpoint {
+            uri: &target.uri,
+            host: &target.host,
+            pool: &target.pool,
+            connector: &self.connector,
+        };
+        endpoint.send(req).await
+    }
+
     /// Whether at least one target is healthy (for `/readyz`).
     pub fn any_healthy(&self) -> bool {
         self.targets.iter().any(TargetRt::is_healthy)
     }
 
-    /// Starts the health-check loop, which ends when the upstream is dropped.
-    pub fn start_health_checks(self: &Arc<Self>) {
+    /// Starts the background work, which ends when the upstream is dropped: closing
+    /// connections idle for longer than `pool::IDLE_TIMEOUT`, and health checks.
+    pub fn start(self: &Arc<Self>) {
+        let weak: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(pool::IDLE_TIMEOUT / 3);
+            loop {
+                tick.tick().await;
+                let Some(up) = weak.upgrade() else { return };
+                for t in &up.targets {
+                    t.pool.reap(pool::IDLE_TIMEOUT);
+                }
+            }
+        });
         let Some(hc) = self.health_check.clone() else {
             return;
         };
@@ -139,17 +178,11 @@ impl UpstreamRt {
     }
 
     async fn probe(&self, t: &TargetRt, hc: &HealthCheck) -> bool {
-        let uri = http::Uri::builder()
-            .scheme(t.scheme.clone())
-            .authority(t.authority.clone())
-            .path_and_query(hc.path.as_str())
-            .build();
-        let Ok(uri) = uri else { return false };
-        let Ok(req) = http::Request::get(uri).body(ReqBody::Empty) else {
+        let Ok(req) = Request::get(hc.path.as_str()).body(ReqBody::Empty) else {
             return false;
         };
         matches!(
-            tokio::time::timeout(hc.timeout, self.client.request(req)).await,
+            tokio::time::timeout(hc.timeout, self.send(t, req)).await,
             Ok(Ok(resp)) if resp.status().is_success()
         )
     }

@@ -1,0 +1,225 @@
+//! Keep-alive connections to one upstream target, HTTP/1.1 only.
+//!
+//! The request path takes the newest idle connection (LIFO: it is the least likely to have
+//! been closed by the upstream's own idle timer) or opens one, sends, and gets the
+//! connection back when the response body has been read to its end — in the body's own
+//! poll, so a finished exchange costs no extra task. A body dropped early (the client went
+//! away) drops its connection, because unread bytes may still be on the wire.
+//!
+//! A pooled connection the upstream closed just as it was taken hands the request back
+//! unsent, and the request goes out once more on a new connection; nothing that reached
+//! the upstream is ever sent twice.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::HOST;
+use http::{HeaderValue, Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use tower_service::Service;
+
+use super::body::ReqBody;
+use super::upstream::Connector;
+
+/// Idle connections kept per target.
+const MAX_IDLE: usize = 256;
+/// An idle connection older than this is closed by the reaper.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Why a request could not be sent or answered.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection: refused, unreachable, TLS failed, connect timeout.
+    #[error("connect: {0}")]
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    /// The exchange failed (the source chain says why, e.g. a request body over its limit).
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+}
+
+/// The idle connections of one target.
+#[derive(Default)]
+pub struct Pool {
+    idle: Mutex<Vec<Idle>>,
+}
+
+struct Idle {
+    tx: SendRequest<ReqBody>,
+    since: Instant,
+}
+
+impl Pool {
+    fn lock(&self) -> MutexGuard<'_, Vec<Idle>> {
+        // Nothing here can panic while holding the lock; recover rather than propagate.
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The newest connection ready for a request.
+    fn checkout(&self) -> Option<SendRequest<ReqBody>> {
+        let mut idle = self.lock();
+        while let Some(c) = idle.pop() {
+            if c.tx.is_ready() {
+                return Some(c.tx);
+            }
+        }
+        None
+    }
+
+    /// Takes a connection back once its exchange is over.
+    fn checkin(self: Arc<Self>, tx: SendRequest<ReqBody>) {
+        if tx.is_ready() {
+            self.put(tx);
+        } else if !tx.is_closed() {
+            // The connection has not yet noticed the exchange is over (its task has not
+            // run since); it will be ready, or closed, as soon as it does.
+            tokio::spawn(async move {
+                let mut tx = tx;
+                if tx.ready().await.is_ok() {
+                    self.put(tx);
+                }
+            });
+        }
+    }
+
+    fn put(&self, tx: SendRequest<ReqBody>) {
+        let mut idle = self.lock();
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle {
+                tx,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Closes connections idle for longer than `max_idle` (and forgets closed ones).
+    pub fn reap(&self, max_idle: Duration) {
+        self.lock()
+            .retain(|c| !c.tx.is_closed() && c.since.elapsed() < max_idle);
+    }
+
+    /// Idle connections now (tests).
+    pub fn idle_len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+/// Where a target is and how to reach it.
+pub struct Endpoint<'a> {
+    /// `scheme://authority/`, what the connector dials.
+    pub uri: &'a Uri,
+    /// Host header for requests that came without one.
+    pub host: &'a HeaderValue,
+    pub pool: &'a Arc<Pool>,
+    pub connector: &'a Connector,
+}
+
+impl Endpoint<'_> {
+    /// Sends `req` (origin-form URI) on a pooled or new connection.
+    pub async fn send(
+        &self,
+        mut req: Request<ReqBody>,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        if !req.headers().contains_key(HOST) {
+            req.headers_mut().insert(HOST, self.host.clone());
+        }
+        let (mut tx, pooled) = match self.pool.checkout() {
+            Some(tx) => (tx, true),
+            None => (self.connect().await?, false),
+        };
+        let resp = match tx.try_send_request(req).await {
+            Ok(resp) => resp,
+            Err(mut e) => match e.take_message() {
+                // Closed under us before a byte was written: once more, on a new connection.
+                Some(req) if pooled => {
+                    tx = self.connect().await?;
+                    tx.send_request(req).await?
+                }
+                _ => return Err(e.into_error().into()),
+            },
+        };
+        let slot = Some(Checkin {
+            tx,
+            pool: self.pool.clone(),
+        });
+        Ok(resp.map(|inner| UpstreamBody { inner, slot }.settle()))
+    }
+
+    async fn connect(&self) -> Result<SendRequest<ReqBody>, SendError> {
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| connector.poll_ready(cx))
+            .await
+            .map_err(SendError::Connect)?;
+        let io = connector
+            .call(self.uri.clone())
+            .await
+            .map_err(SendError::Connect)?;
+        let (tx, conn) = http1::handshake(io).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with error");
+            }
+        });
+        Ok(tx)
+    }
+}
+
+struct Checkin {
+    tx: SendRequest<ReqBody>,
+    pool: Arc<Pool>,
+}
+
+/// A response body from an upstream; its connection goes back to the pool at the end.
+pub struct UpstreamBody {
+    inner: Incoming,
+    slot: Option<Checkin>,
+}
+
+impl UpstreamBody {
+    /// A body that is over before it starts (204, 304, HEAD, `Content-Length: 0`, 101)
+    /// may never be polled: settle its connection now.
+    fn settle(mut self) -> Self {
+        if self.inner.is_end_stream() {
+            self.release();
+        }
+        self
+    }
+
+    fn release(&mut self) {
+        if let Some(Checkin { tx, pool }) = self.slot.take() {
+            pool.checkin(tx);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
+            Poll::Ready(Some(Err(_))) => this.slot = None,
+            _ => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
