@@ -196,6 +196,7 @@ fn naive_rewrite(h: &mut HeaderMap, peer: IpAddr) {
 fn bench_headers(c: &mut Criterion) {
     let base = typical_headers();
     let peer: IpAddr = "10.1.2.3".parse().unwrap();
+    let peer_ip = headers::ip_value(peer);
     let mut hostile = typical_headers();
     hostile.insert(
         "connection",
@@ -212,7 +213,7 @@ fn bench_headers(c: &mut Criterion) {
                 |h| {
                     headers::strip_hop_by_hop(h);
                     headers::strip_identity(h);
-                    headers::set_forwarded_for(h, peer, false);
+                    headers::set_forwarded_for(h, &peer_ip, false);
                 },
                 criterion::BatchSize::SmallInput,
             )

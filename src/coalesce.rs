@@ -40,7 +40,12 @@ pub struct Coalesced<S> {
 
 impl<S> Coalesced<S> {
     pub fn new(io: S) -> Self {
-        Coalesced { io, held: Vec::new(), sent: 0, owed: false }
+        Coalesced {
+            io,
+            held: Vec::new(),
+            sent: 0,
+            owed: false,
+        }
     }
 
     pub fn get_ref(&self) -> &S {
@@ -208,7 +213,10 @@ mod tests {
     }
 
     fn counting() -> Coalesced<Counting> {
-        Coalesced::new(Counting { writes: 0, data: Vec::new() })
+        Coalesced::new(Counting {
+            writes: 0,
+            data: Vec::new(),
+        })
     }
 
     #[test]
@@ -218,11 +226,25 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let mut c = counting();
         for frame in [&b"one"[..], b"two", b"three"] {
-            assert!(matches!(Pin::new(&mut c).poll_write(&mut cx, frame), Poll::Ready(Ok(_))));
-            assert!(matches!(Pin::new(&mut c).poll_flush(&mut cx), Poll::Ready(Ok(()))));
+            assert!(matches!(
+                Pin::new(&mut c).poll_write(&mut cx, frame),
+                Poll::Ready(Ok(_))
+            ));
+            assert!(matches!(
+                Pin::new(&mut c).poll_flush(&mut cx),
+                Poll::Ready(Ok(()))
+            ));
         }
-        assert_eq!(c.get_ref().writes, 0, "nothing written before the next poll");
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "one wake-up owed, not one per flush");
+        assert_eq!(
+            c.get_ref().writes,
+            0,
+            "nothing written before the next poll"
+        );
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "one wake-up owed, not one per flush"
+        );
         // The next poll reads first: what is held goes out, in one write.
         let mut b = [0u8; 8];
         let mut rb = ReadBuf::new(&mut b);
@@ -241,11 +263,17 @@ mod tests {
         let _ = Pin::new(&mut c).poll_write(&mut cx, b"head");
         let _ = Pin::new(&mut c).poll_flush(&mut cx);
         let _ = Pin::new(&mut c).poll_write(&mut cx, b"more");
-        assert!(matches!(Pin::new(&mut c).poll_flush(&mut cx), Poll::Ready(Ok(()))));
+        assert!(matches!(
+            Pin::new(&mut c).poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
         assert_eq!(c.get_ref().writes, 0);
         let mut b = [0u8; 8];
         let _ = Pin::new(&mut c).poll_read(&mut cx, &mut ReadBuf::new(&mut b));
-        assert_eq!((c.get_ref().writes, &c.get_ref().data[..]), (1, &b"headmore"[..]));
+        assert_eq!(
+            (c.get_ref().writes, &c.get_ref().data[..]),
+            (1, &b"headmore"[..])
+        );
         // Nothing held: flushes and reads owe nothing and wake nobody.
         let _ = Pin::new(&mut c).poll_flush(&mut cx);
         let _ = Pin::new(&mut c).poll_read(&mut cx, &mut ReadBuf::new(&mut b));
@@ -266,7 +294,11 @@ mod tests {
         assert!(matches!(n, Poll::Ready(Ok(n)) if n > 0));
         let d = &c.get_ref().data;
         assert_eq!(&d[..7], b"smallhd", "order kept");
-        assert_eq!(c.get_ref().writes, 2, "held bytes, then the big write itself");
+        assert_eq!(
+            c.get_ref().writes,
+            2,
+            "held bytes, then the big write itself"
+        );
         assert!(c.held.is_empty());
     }
 

@@ -18,6 +18,8 @@ use tokio::sync::oneshot;
 pub struct ConnInfo {
     /// The TCP peer.
     pub peer: SocketAddr,
+    /// The peer's address as an `X-Forwarded-For` element, written once per connection.
+    pub peer_ip: HeaderValue,
     /// Whether the connection is TLS (`X-Forwarded-Proto`).
     pub tls: bool,
     /// The verified client certificate, if one was presented (mTLS).
@@ -27,14 +29,20 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
-    /// A plain connection from `peer`.
-    pub fn plain(peer: SocketAddr) -> Self {
+    /// A connection from `peer`.
+    pub fn new(peer: SocketAddr, tls: bool, client_cert: Option<Arc<ClientCert>>) -> Self {
         ConnInfo {
             peer,
-            tls: false,
-            client_cert: None,
+            peer_ip: crate::proxy::headers::ip_value(peer.ip()),
+            tls,
+            client_cert,
             upgrade: UpgradeSlot::default(),
         }
+    }
+
+    /// A plain connection from `peer`.
+    pub fn plain(peer: SocketAddr) -> Self {
+        Self::new(peer, false, None)
     }
 }
 

@@ -287,7 +287,7 @@ async fn process(
     }
     let peer = conn.peer.ip().to_canonical();
     let trusted = snap.trusted_proxies.iter().any(|n| n.contains(&peer));
-    headers::set_forwarded_for(h, peer, trusted);
+    headers::set_forwarded_for(h, &conn.peer_ip, trusted);
     h.insert(X_FORWARDED_PROTO.clone(), snap.proto.clone());
     if let Some(hv) = host {
         if !h.contains_key(HOST) {

@@ -270,12 +270,7 @@ async fn serve_conn(
         Some(b"h2") => Proto::Http2,
         _ => Proto::Http1,
     };
-    let conn = Arc::new(ConnInfo {
-        peer,
-        tls: true,
-        client_cert,
-        upgrade: Default::default(),
-    });
+    let conn = Arc::new(ConnInfo::new(peer, true, client_cert));
     // Boxed so the async layers below move a pointer, not 1.2 KiB of TLS state each.
     serve_http(Box::new(tls), conn, shared, &limits, stop, proto).await;
 }

@@ -32,8 +32,28 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 static PROXY_AUTHORIZATION: HeaderName = HeaderName::from_static("proxy-authorization");
 static PROXY_AUTHENTICATE: HeaderName = HeaderName::from_static("proxy-authenticate");
 
+/// Whether a header is hop-by-hop (RFC 9110 §7.6.1, plus the legacy proxy ones).
+fn hop_by_hop(k: &HeaderName) -> bool {
+    matches!(
+        k.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
 /// Removes hop-by-hop headers and every header named in `Connection`.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    // One pass over the names first: most messages carry none of them.
+    if !h.keys().any(hop_by_hop) {
+        return;
+    }
     if h.contains_key(CONNECTION) {
         let named: Vec<HeaderName> = h
             .get_all(CONNECTION)
@@ -66,9 +86,6 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
 
 /// Removes every client-sent `X-Auth-*` and `X-Forwarded-Client-Cert`.
 pub fn strip_identity(h: &mut HeaderMap) {
-    if h.contains_key(&XFCC) {
-        h.remove(&XFCC);
-    }
     // Also the underscore spellings (`X_Auth_Subject`): CGI-style upstreams map `-` and `_`
     // to the same variable, so they would read as the gateway's own headers.
     if h.keys().any(spoofable) {
@@ -82,7 +99,7 @@ pub fn strip_identity(h: &mut HeaderMap) {
 /// A client header that could pass for one the gateway sets.
 fn spoofable(k: &HeaderName) -> bool {
     let s = k.as_str();
-    if s.starts_with("x-auth-") {
+    if s.starts_with("x-auth-") || s == "x-forwarded-client-cert" {
         return true;
     }
     if !s.contains('_') {
@@ -119,32 +136,39 @@ pub fn join_cookies(h: &mut HeaderMap) {
 
 /// Sets `X-Forwarded-For`: the peer replaces the caller's value, or is appended to it when
 /// the peer is a trusted proxy.
-pub fn set_forwarded_for(h: &mut HeaderMap, peer: IpAddr, trusted: bool) {
-    let mut buf = itoa_ip(peer);
+pub fn set_forwarded_for(h: &mut HeaderMap, peer: &HeaderValue, trusted: bool) {
     if trusted {
-        let prior: Vec<&str> = h
+        let mut prior = h
             .get_all(&X_FORWARDED_FOR)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if !prior.is_empty() {
-            buf = format!("{}, {buf}", prior.join(", "));
+            .map(HeaderValue::as_bytes)
+            .peekable();
+        if prior.peek().is_some() {
+            let mut list = Vec::with_capacity(64);
+            for v in prior {
+                list.extend_from_slice(v);
+                list.extend_from_slice(b", ");
+            }
+            list.extend_from_slice(peer.as_bytes());
+            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(list)) {
+                h.insert(X_FORWARDED_FOR.clone(), v);
+            }
+            return;
         }
     }
-    // The String's buffer becomes the header value's: one allocation, no copy.
-    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(buf)) {
-        h.insert(X_FORWARDED_FOR.clone(), v);
-    }
+    h.insert(X_FORWARDED_FOR.clone(), peer.clone());
 }
 
-fn itoa_ip(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => v6.to_string(),
-        },
+/// A peer address as an `X-Forwarded-For` element (IPv4-mapped IPv6 written as IPv4);
+/// made once per connection.
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
+    let text = match ip.to_canonical() {
         IpAddr::V4(v4) => v4.to_string(),
-    }
+        IpAddr::V6(v6) => v6.to_string(),
+    };
+    // An address is always a valid header value; the fallback is never taken.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// `X-Request-Id` kept if it is 1-128 characters of `[A-Za-z0-9._-]`.
@@ -222,11 +246,24 @@ mod tests {
     fn forwarded_for_replaces_unless_trusted() {
         let mut h = HeaderMap::new();
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
-        set_forwarded_for(&mut h, "10.0.0.1".parse().unwrap(), false);
+        let peer = ip_value("10.0.0.1".parse().unwrap());
+        set_forwarded_for(&mut h, &peer, false);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1");
         h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
-        set_forwarded_for(&mut h, "10.0.0.1".parse().unwrap(), true);
-        assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.1");
+        h.append(&X_FORWARDED_FOR, HeaderValue::from_static("5.6.7.8"));
+        set_forwarded_for(&mut h, &peer, true);
+        assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 5.6.7.8, 10.0.0.1");
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
+        h.remove(&X_FORWARDED_FOR);
+        set_forwarded_for(&mut h, &peer, true);
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1");
+    }
+
+    #[test]
+    fn peer_values_write_mapped_addresses_as_ipv4() {
+        assert_eq!(ip_value("::ffff:10.1.2.3".parse().unwrap()), "10.1.2.3");
+        assert_eq!(ip_value("2001:db8::1".parse().unwrap()), "2001:db8::1");
+        assert_eq!(ip_value("127.0.0.1".parse().unwrap()), "127.0.0.1");
     }
 
     #[test]
