@@ -616,9 +616,11 @@ impl Basic {
             tag,
             cell: cell.clone(),
         };
-        let verdict = *cell
-            .get_or_init(|| self.verify(req, &throttle, &key, &user, &password))
-            .await;
+        // Boxed: a miss is rare, and the hashing state would otherwise size every
+        // request's future, cached or not.
+        let verdict =
+            *Box::pin(cell.get_or_init(|| self.verify(req, &throttle, &key, &user, &password)))
+                .await;
         match verdict {
             Verdict::Admit(i) => self.admit(i),
             Verdict::Reject => Outcome::Reject(RejectReason::Invalid),

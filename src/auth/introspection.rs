@@ -150,16 +150,17 @@ impl Introspection {
             key,
             flight: flight.clone(),
         };
-        let result = flight
-            .get_or_init(|| async {
-                let r = self.call(token).await;
-                if let Ok((v, ttl)) = &r {
-                    self.cache.put(key, v.clone(), *ttl);
-                }
-                r.map(|(v, _)| v)
-            })
-            .await
-            .clone();
+        // Boxed: a miss is rare, and the HTTP call's state would otherwise size every
+        // request's future.
+        let result = Box::pin(flight.get_or_init(|| async {
+            let r = self.call(token).await;
+            if let Ok((v, ttl)) = &r {
+                self.cache.put(key, v.clone(), *ttl);
+            }
+            r.map(|(v, _)| v)
+        }))
+        .await
+        .clone();
         result.ok()
     }
 

@@ -120,14 +120,16 @@ impl Jwt {
             Keys::Remote(remote) => {
                 let (mut set, mut generation) = remote.current();
                 if set.is_none() {
-                    remote.refresh_early(generation).await;
+                    // Boxed (here and below): fetching is rare, and its HTTP state would
+                    // otherwise size every request's future.
+                    Box::pin(remote.refresh_early(generation)).await;
                     (set, generation) = remote.current();
                 }
                 let Some(mut set) = set else {
                     return Outcome::Unavailable;
                 };
                 if matches!(set.lookup(kid, header.alg), Lookup::UnknownKid)
-                    && remote.refresh_early(generation).await
+                    && Box::pin(remote.refresh_early(generation)).await
                 {
                     if let (Some(s), _) = remote.current() {
                         set = s;

@@ -129,24 +129,38 @@ impl Endpoint<'_> {
         }
         let (mut tx, pooled) = match self.pool.checkout() {
             Some(tx) => (tx, true),
-            None => (self.connect().await?, false),
+            // Boxed: connecting is rare, and its state (resolver, TCP and TLS handshakes)
+            // would otherwise size every request's future.
+            None => (Box::pin(self.connect()).await?, false),
         };
         let resp = match tx.try_send_request(req).await {
             Ok(resp) => resp,
-            Err(mut e) => match e.take_message() {
-                // Closed under us before a byte was written: once more, on a new connection.
-                Some(req) if pooled => {
-                    tx = self.connect().await?;
-                    tx.send_request(req).await?
-                }
-                _ => return Err(e.into_error().into()),
-            },
+            // Closed under us before a byte was written: once more, on a new connection.
+            // Boxed, as it is rare.
+            Err(e) if pooled => {
+                let (new, resp) = Box::pin(self.resend(e)).await?;
+                tx = new;
+                resp
+            }
+            Err(e) => return Err(e.into_error().into()),
         };
         let slot = Some(Checkin {
             tx,
             pool: self.pool.clone(),
         });
         Ok(resp.map(|inner| UpstreamBody { inner, slot }.settle()))
+    }
+
+    async fn resend(
+        &self,
+        mut e: hyper::client::conn::TrySendError<Request<ReqBody>>,
+    ) -> Result<(SendRequest<ReqBody>, Response<Incoming>), SendError> {
+        let Some(req) = e.take_message() else {
+            return Err(e.into_error().into());
+        };
+        let mut tx = self.connect().await?;
+        let resp = tx.send_request(req).await?;
+        Ok((tx, resp))
     }
 
     async fn connect(&self) -> Result<SendRequest<ReqBody>, SendError> {
