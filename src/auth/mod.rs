@@ -78,13 +78,19 @@ pub struct Identity {
     pub keep_authorization: bool,
 }
 
+/// The empty scope list, shared: an `Arc` of an empty slice still allocates its counts.
+fn no_scopes() -> Arc<[String]> {
+    static NONE: std::sync::LazyLock<Arc<[String]>> = std::sync::LazyLock::new(|| Arc::from([]));
+    NONE.clone()
+}
+
 impl Identity {
     /// An identity with no scopes, claims or extra headers.
     pub fn new(method: AuthMethod, subject: impl Into<String>) -> Self {
         Identity {
             method,
             subject: subject.into(),
-            scopes: Arc::from(Vec::new()),
+            scopes: no_scopes(),
             claims: None,
             cnf_x5t_s256: None,
             headers: Vec::new(),

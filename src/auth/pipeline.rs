@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use http::HeaderValue;
 use prometheus_client::metrics::counter::Counter;
+use smallvec::{SmallVec, smallvec};
 
 use super::{Authenticator, Identity, Outcome, RejectReason, RequestView};
 use crate::config::{AuthExpr, Require};
@@ -76,8 +77,8 @@ pub struct Pipeline {
 /// What the pipeline admitted.
 #[derive(Debug)]
 pub struct Admitted {
-    /// One identity per admitting authenticator (one for any-of).
-    pub identities: Vec<Identity>,
+    /// One identity per admitting authenticator (one for any-of), inline when one.
+    pub identities: SmallVec<[Identity; 1]>,
 }
 
 impl Admitted {
@@ -148,7 +149,7 @@ impl Pipeline {
             m.counters.record(&outcome);
             if let Outcome::Admit(id) = outcome {
                 return Ok(Admitted {
-                    identities: vec![id],
+                    identities: smallvec![id],
                 });
             }
             verdict.note(i, &outcome, m.auth.is_token());
@@ -157,7 +158,7 @@ impl Pipeline {
     }
 
     async fn all_of(&self, req: &RequestView<'_>) -> Result<Admitted, Refusal> {
-        let mut identities = Vec::with_capacity(self.members.len());
+        let mut identities = SmallVec::with_capacity(self.members.len());
         for (i, m) in self.members.iter().enumerate() {
             let outcome = m.auth.authenticate(req).await;
             m.counters.record(&outcome);
@@ -480,7 +481,7 @@ mod tests {
         let mut b = Identity::new(AuthMethod::Basic, "alice");
         b.scopes = Arc::from(vec!["w".to_string(), "r".to_string()]);
         let adm = Admitted {
-            identities: vec![a, b],
+            identities: smallvec![a, b],
         };
         assert_eq!(adm.methods(), "mtls,basic");
         assert_eq!(adm.subject(), "spiffe://x/a");
