@@ -761,3 +761,162 @@ auth = "public"
             .starts_with("HTTP/1.1 400")
     );
 }
+
+/// A raw HTTP/1.1 upstream that counts its connections. It answers every request with
+/// `ok` (no body for HEAD) and closes a connection, without a word, after `close_after`
+/// responses on it — as an upstream's own keep-alive timeout does.
+async fn counting_upstream(
+    close_after: usize,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                for _ in 0..close_after {
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 1024];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head: Vec<u8> = buf.drain(..head_end).collect();
+                    let reply: &[u8] = if head.starts_with(b"HEAD ") {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                    };
+                    if s.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+fn raw_upstream_routes(addr: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+[upstreams.raw]
+targets = ["http://{addr}"]
+
+[authenticators.public]
+kind = "none"
+
+[[routes]]
+match = {{ path_prefix = "/" }}
+upstream = "raw"
+auth = "public"
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused_including_after_bodiless_responses() {
+    let (addr, accepted) = counting_upstream(usize::MAX).await;
+    let gw = gateway(&raw_upstream_routes(addr)).start().await;
+    let c = gw.client();
+    for (i, method) in [
+        Method::GET,
+        Method::HEAD,
+        Method::GET,
+        Method::HEAD,
+        Method::GET,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = c.send(method.clone(), &format!("/r{i}"), &[], "").await;
+        assert_eq!(r.status, 200, "{method} {i}");
+        let expected = if method == Method::HEAD { "" } else { "ok" };
+        assert_eq!(r.text(), expected);
+    }
+    // Sequential requests take turns on one kept-alive connection; a HEAD answer (no
+    // body to read to its end) hands the connection back too.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_closing_an_idle_connection_costs_no_request() {
+    let (addr, accepted) = counting_upstream(1).await;
+    let gw = gateway(&raw_upstream_routes(addr)).start().await;
+    let c = gw.client();
+    for i in 0..3 {
+        let r = c.get(&format!("/r{i}")).await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(r.text(), "ok");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_each_chunk_without_waiting_for_the_next() {
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An upstream that sends the head and a first chunk, then waits for the test to
+    // have received that chunk before it finishes: bytes held back anywhere on the way
+    // (the HTTP/2 write coalescing) would leave both sides waiting forever.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (got_first, wait_first) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).await.unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n6\r\nfirst\n\r\n")
+            .await
+            .unwrap();
+        let _ = wait_first.await;
+        s.write_all(b"5\r\nlast\n\r\n0\r\n\r\n").await.unwrap();
+    });
+    let gw = gateway(&raw_upstream_routes(addr)).start().await;
+    let cfg = crate::support::tls_client_config(&gw.pki.ca, None, &[b"h2"]);
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get(format!("https://localhost:{}/s", gw.addr.port()))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    async fn within<F: std::future::Future>(f: F) -> F::Output {
+        tokio::time::timeout(std::time::Duration::from_secs(10), f)
+            .await
+            .expect("in time, not held back")
+    }
+    let resp = within(send.send_request(req)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = within(body.frame()).await.unwrap().unwrap();
+    let first = first.into_data().unwrap();
+    assert_eq!(&first[..], b"first\n");
+    got_first.send(()).unwrap();
+    let rest = within(body.collect()).await.unwrap();
+    assert_eq!(&rest.to_bytes()[..], b"last\n");
+}
