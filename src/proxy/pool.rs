@@ -101,11 +101,6 @@ impl Pool {
         self.lock()
             .retain(|c| !c.tx.is_closed() && c.since.elapsed() < max_idle);
     }
-
-    /// Idle connections now (tests).
-    pub fn idle_len(&self) -> usize {
-        self.lock().len()
-    }
 }
 
 /// Where a target is and how to reach it.
@@ -114,7 +109,9 @@ pub struct Endpoint<'a> {
     pub uri: &'a Uri,
     /// Host header for requests that came without one.
     pub host: &'a HeaderValue,
+    /// The target's idle connections.
     pub pool: &'a Arc<Pool>,
+    /// Dials new connections (TCP, and TLS for https targets).
     pub connector: &'a Connector,
 }
 
