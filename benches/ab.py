@@ -36,40 +36,14 @@ def main():
     work = tempfile.mkdtemp(prefix="portcullis-ab-")
     r = c.sh([a.bins[0], "certs", "--out", work])
     crt, key = f"{work}/server.crt", f"{work}/server.key"
-    oconf = os.path.join(work, "openssl-client.cnf")
-    with open(oconf, "w") as f:
-        f.write("openssl_conf = init\n[init]\nssl_conf = ssl\n[ssl]\nsystem_default = sd\n"
-                f"[sd]\nMinProtocol = TLSv1.3\nCiphersuites = {c.CIPHER}\nGroups = X25519\n")
-    env = dict(os.environ, OPENSSL_CONF=oconf)
+    env = c.client_env(work)
     up = c.start("upstream", [a.upstream, f"127.0.0.1:{c.P_UP}"])
     c.wait_port(c.P_UP, up, "upstream")
     peers = []
     for i, b in enumerate(a.bins):
         port = 18600 + i
         cfg = f"{work}/pc{i}.toml"
-        with open(cfg, "w") as f:
-            f.write(f"""[server]
-listen = ["127.0.0.1:{port}"]
-workers = 1
-[server.tls]
-cert = "{crt}"
-key = "{key}"
-min_version = "1.3"
-[admin]
-listen = "127.0.0.1:{port + 100}"
-[log]
-format = "json"
-level = "{a.level}"
-[upstreams.up]
-targets = ["http://127.0.0.1:{c.P_UP}"]
-[authenticators.public]
-kind = "none"
-[[routes]]
-name = "public"
-match = {{ path_prefix = "/" }}
-upstream = "up"
-auth = "public"
-""")
+        c.write_none_config(cfg, port, crt, key, a.level)
         logf = open(f"{work}/log{i}", "w")
         p = c.start(f"pc{i}", [b, "run", "--config", cfg], stderr=logf)
         c.wait_port(port, p, b)

@@ -222,6 +222,44 @@ def run_h2load(url, headers, env, work):
     return r
 
 
+def client_env(work):
+    """Environment for clients (wrk, h2load, openssl, python) offering only TLS 1.3
+    AES-128-GCM with X25519, through an OpenSSL config written into `work`."""
+    oconf = os.path.join(work, "openssl-client.cnf")
+    with open(oconf, "w") as f:
+        f.write("openssl_conf = init\n[init]\nssl_conf = ssl\n[ssl]\nsystem_default = sd\n"
+                f"[sd]\nMinProtocol = TLSv1.3\nCiphersuites = {CIPHER}\nGroups = X25519\n")
+    return dict(os.environ, OPENSSL_CONF=oconf)
+
+
+def write_none_config(path, port, crt, key, level="warn"):
+    """A portcullis config with one `none` route to the upstream on P_UP, one worker,
+    TLS 1.3, JSON logs at `level`, the admin listener on port + 100."""
+    with open(path, "w") as f:
+        f.write(f"""[server]
+listen = ["127.0.0.1:{port}"]
+workers = 1
+[server.tls]
+cert = "{crt}"
+key = "{key}"
+min_version = "1.3"
+[admin]
+listen = "127.0.0.1:{port + 100}"
+[log]
+format = "json"
+level = "{level}"
+[upstreams.up]
+targets = ["http://127.0.0.1:{P_UP}"]
+[authenticators.public]
+kind = "none"
+[[routes]]
+name = "public"
+match = {{ path_prefix = "/" }}
+upstream = "up"
+auth = "public"
+""")
+
+
 def start_haproxy(work, port, maxconn):
     """HAProxy as a TLS-terminating proxy on `port` (1 thread, keep-alive to the upstream),
     with `work`/combined.pem as its certificate."""
@@ -290,11 +328,7 @@ def main():
 
     # Every client (wrk, h2load, openssl, python) offers only TLS 1.3 AES-128-GCM / X25519;
     # servers are also pinned to TLS 1.3 where they allow it.
-    oconf = os.path.join(work, "openssl-client.cnf")
-    with open(oconf, "w") as f:
-        f.write("openssl_conf = init\n[init]\nssl_conf = ssl\n[ssl]\nsystem_default = sd\n"
-                f"[sd]\nMinProtocol = TLSv1.3\nCiphersuites = {CIPHER}\nGroups = X25519\n")
-    cenv = dict(os.environ, OPENSSL_CONF=oconf)
+    cenv = client_env(work)
 
     # --- upstream -----------------------------------------------------------------------
     up = start("upstream", [a.upstream, f"127.0.0.1:{P_UP}"])
@@ -550,7 +584,13 @@ kind = "none"
     results = {}  # (key, name) -> list of per-round dicts
     for rnd in range(ROUNDS):
         log(f"round {rnd + 1}/{ROUNDS}")
-        for key, name, url, hdrs, tool, proc in plan:
+        # Within each scenario, odd rounds run the peers in reverse (A B C, C B A, ...), so
+        # load from elsewhere that drifts during a round does not favour whoever goes first.
+        order = []
+        for skey, *_ in scenarios:
+            rows = [row for row in plan if row[0] == skey]
+            order += rows[::-1] if rnd % 2 else rows
+        for key, name, url, hdrs, tool, proc in order:
             before = cpu_ticks(proc.pid)
             if tool == "wrk":
                 r = run_wrk(url, hdrs, cenv)

@@ -22,7 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare as c  # noqa: E402
 
-PORT = 18700
+PORT = 18700  # admin on PORT + 100
 
 
 def main():
@@ -36,36 +36,11 @@ def main():
         sys.exit("valgrind is needed: apt-get install valgrind")
     work = tempfile.mkdtemp(prefix="portcullis-instr-")
     c.sh([a.bins[0], "certs", "--out", work])
-    oconf = os.path.join(work, "openssl-client.cnf")
-    with open(oconf, "w") as f:
-        f.write("openssl_conf = init\n[init]\nssl_conf = ssl\n[ssl]\nsystem_default = sd\n"
-                f"[sd]\nMinProtocol = TLSv1.3\nCiphersuites = {c.CIPHER}\nGroups = X25519\n")
-    env = dict(os.environ, OPENSSL_CONF=oconf)
+    env = c.client_env(work)
     up = c.start("upstream", [a.upstream, f"127.0.0.1:{c.P_UP}"])
     c.wait_port(c.P_UP, up, "upstream")
     cfg = os.path.join(work, "pc.toml")
-    with open(cfg, "w") as f:
-        f.write(f"""[server]
-listen = ["127.0.0.1:{PORT}"]
-workers = 1
-[server.tls]
-cert = "{work}/server.crt"
-key = "{work}/server.key"
-min_version = "1.3"
-[admin]
-listen = "127.0.0.1:{PORT + 1}"
-[log]
-level = "warn"
-[upstreams.up]
-targets = ["http://127.0.0.1:{c.P_UP}"]
-[authenticators.public]
-kind = "none"
-[[routes]]
-name = "public"
-match = {{ path_prefix = "/" }}
-upstream = "up"
-auth = "public"
-""")
+    c.write_none_config(cfg, PORT, f"{work}/server.crt", f"{work}/server.key")
     load = ["taskset", "-c", c.LOADGEN_CPU, "h2load", "-t1"]
     load += ["--h1", "-c50"] if a.h1 else ["-c10", "-m32"]
     url = f"https://127.0.0.1:{PORT}/"
