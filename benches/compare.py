@@ -232,32 +232,50 @@ def client_env(work):
     return dict(os.environ, OPENSSL_CONF=oconf)
 
 
-def write_none_config(path, port, crt, key, level="warn"):
-    """A portcullis config with one `none` route to the upstream on P_UP, one worker,
-    TLS 1.3, JSON logs at `level`, the admin listener on port + 100."""
-    with open(path, "w") as f:
-        f.write(f"""[server]
+def pc_config(port, admin, level, extra_auth, crt, key):
+    """A portcullis config: one worker, TLS 1.3 with `crt`/`key`, JSON logs at `level`, a
+    route per `extra_auth` kind (name -> (authenticator TOML, headers)) and a `none` route
+    for everything else, all to the upstream on P_UP."""
+    s = f"""[server]
 listen = ["127.0.0.1:{port}"]
 workers = 1
+
 [server.tls]
 cert = "{crt}"
 key = "{key}"
 min_version = "1.3"
+
+[server.limits]
+max_connections = 30000
+header_read_timeout = "300s"
+idle_timeout = "300s"
+
 [admin]
-listen = "127.0.0.1:{port + 100}"
+listen = "127.0.0.1:{admin}"
+
 [log]
 format = "json"
 level = "{level}"
+
 [upstreams.up]
 targets = ["http://127.0.0.1:{P_UP}"]
+
 [authenticators.public]
 kind = "none"
-[[routes]]
-name = "public"
-match = {{ path_prefix = "/" }}
-upstream = "up"
-auth = "public"
-""")
+"""
+    for kind, (toml, _) in extra_auth.items():
+        s += f"\n[authenticators.a_{kind}]\n{toml}"
+    for kind in extra_auth:
+        s += (f'\n[[routes]]\nname = "{kind}"\nmatch = {{ path_prefix = "/{kind}" }}\n'
+              f'upstream = "up"\nauth = "a_{kind}"\n')
+    s += '\n[[routes]]\nname = "public"\nmatch = { path_prefix = "/" }\nupstream = "up"\nauth = "public"\n'
+    return s
+
+
+def write_none_config(path, port, crt, key, level="warn"):
+    """`pc_config` with the `none` route only and the admin listener on port + 100."""
+    with open(path, "w") as f:
+        f.write(pc_config(port, port + 100, level, {}, crt, key))
 
 
 def start_haproxy(work, port, maxconn):
@@ -451,47 +469,12 @@ https://127.0.0.1:{P_CADDY} {{
                         f'public_key_file = "{jpub}"\nalgorithms = ["RS256"]\n',
                         [f"Authorization: Bearer {token}"])
 
-    def pc_config(port, admin, level, extra_auth):
-        s = f"""[server]
-listen = ["127.0.0.1:{port}"]
-workers = 1
-
-[server.tls]
-cert = "{crt}"
-key = "{key}"
-min_version = "1.3"
-
-[server.limits]
-max_connections = 30000
-header_read_timeout = "300s"
-idle_timeout = "300s"
-
-[admin]
-listen = "127.0.0.1:{admin}"
-
-[log]
-format = "json"
-level = "{level}"
-
-[upstreams.up]
-targets = ["http://127.0.0.1:{P_UP}"]
-
-[authenticators.public]
-kind = "none"
-"""
-        for kind, (toml, _) in extra_auth.items():
-            s += f"\n[authenticators.a_{kind}]\n{toml}"
-        for kind in extra_auth:
-            s += (f'\n[[routes]]\nname = "{kind}"\nmatch = {{ path_prefix = "/{kind}" }}\n'
-                  f'upstream = "up"\nauth = "a_{kind}"\n')
-        s += '\n[[routes]]\nname = "public"\nmatch = { path_prefix = "/" }\nupstream = "up"\nauth = "public"\n'
-        return s
 
     supported = {}
     for kind, v in kinds.items():
         path = os.path.join(work, f"check-{kind}.toml")
         with open(path, "w") as f:
-            f.write(pc_config(P_PC, P_PC + 1000, "warn", {kind: v}))
+            f.write(pc_config(P_PC, P_PC + 1000, "warn", {kind: v}, crt, key))
         r = sh([pc, "check", "--config", path])
         if r.returncode == 0:
             supported[kind] = v
@@ -507,13 +490,13 @@ kind = "none"
 
     pcfg = os.path.join(work, "portcullis.toml")
     with open(pcfg, "w") as f:
-        f.write(pc_config(P_PC, P_PC + 1000, "warn", supported))
+        f.write(pc_config(P_PC, P_PC + 1000, "warn", supported, crt, key))
     pp = start("portcullis", [pc, "run", "--config", pcfg])
     wait_port(P_PC, pp, "portcullis")
     peers["portcullis none"] = dict(proc=pp, url=f"https://127.0.0.1:{P_PC}", h2=True)
     pcfg2 = os.path.join(work, "portcullis-log.toml")
     with open(pcfg2, "w") as f:
-        f.write(pc_config(P_PCLOG, P_PCLOG + 1000, "info", {}))
+        f.write(pc_config(P_PCLOG, P_PCLOG + 1000, "info", {}, crt, key))
     access_log = open(os.path.join(work, "access.log"), "w")
     pl = start("portcullis-log", [pc, "run", "--config", pcfg2], stderr=access_log)
     wait_port(P_PCLOG, pl, "portcullis (access log)")
