@@ -10,18 +10,23 @@ import ssl
 import sys
 
 
+async def get(r, w, host):
+    """One keep-alive GET / on an open connection, its response read whole."""
+    w.write(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    await w.drain()
+    head = await r.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    await r.readexactly(length)
+
+
 async def one(host, port, ctx, sem, held):
     async with sem:
         try:
             r, w = await asyncio.open_connection(host, port, ssl=ctx)
-            w.write(f"GET / HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
-            await w.drain()
-            head = await r.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":")[1])
-            await r.readexactly(length)
+            await get(r, w, f"{host}:{port}")
             held.append((r, w))
         except (OSError, asyncio.IncompleteReadError, ssl.SSLError, ValueError) as e:
             print(f"connection failed: {e}", file=sys.stderr)
@@ -46,4 +51,5 @@ async def main():
     print(f"still open at exit: {alive}", file=sys.stderr)
 
 
-asyncio.run(main())
+if __name__ == "__main__":
+    asyncio.run(main())

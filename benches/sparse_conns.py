@@ -8,23 +8,20 @@ request (from /proc/PID/stat before and after) shows what parking costs.
 """
 
 import asyncio
+import os
 import ssl
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from idle_conns import get  # noqa: E402
 
 
 async def one(host, port, ctx, interval, duration, done):
     r, w = await asyncio.open_connection(host, port, ssl=ctx)
     end = time.monotonic() + duration
     while time.monotonic() < end:
-        w.write(f"GET / HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
-        await w.drain()
-        head = await r.readuntil(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n"):
-            if line.lower().startswith(b"content-length:"):
-                length = int(line.split(b":")[1])
-        await r.readexactly(length)
+        await get(r, w, host)
         done[0] += 1
         await asyncio.sleep(interval)
     w.close()
