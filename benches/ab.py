@@ -3,7 +3,8 @@
 messages): every binary gets the same config, the runs interleave A B A B ... and the
 report is per-round requests/s, p99, CPU s/100k requests and the ratio to the first binary.
 
-  python3 benches/ab.py --upstream UPSTREAM_BIN [--level info] [--h2] [--path /big] [--haproxy] A B ...
+  python3 benches/ab.py --upstream UPSTREAM_BIN [--level info] [--h2 [--h2-shape 100x10]]
+                        [--path /big] [--haproxy] A B ...
 
 --haproxy adds HAProxy (configured as in compare.py) as one more peer, reported after the
 binaries with its ratio to the first one.
@@ -30,9 +31,12 @@ def main():
     ap.add_argument("--h2", action="store_true")
     ap.add_argument("--close", action="store_true")
     ap.add_argument("--haproxy", action="store_true")
+    ap.add_argument("--h2-shape", default=f"{c.H2_CONNS}x{c.H2_STREAMS}",
+                    help="h2load connections x streams per connection (default: compare.sh's)")
     ap.add_argument("bins", nargs="+")
     a = ap.parse_args()
     c.raise_nofile()
+    c.H2_CONNS, c.H2_STREAMS = (int(x) for x in a.h2_shape.split("x"))
     work = tempfile.mkdtemp(prefix="portcullis-ab-")
     r = c.sh([a.bins[0], "certs", "--out", work])
     crt, key = f"{work}/server.crt", f"{work}/server.key"

@@ -29,6 +29,9 @@ DURATION = int(os.environ.get("DURATION", "2" if QUICK else "8"))
 CONNS = int(os.environ.get("CONNS", "50"))
 IDLE_CONNS = int(os.environ.get("IDLE_CONNS", "1000" if QUICK else "10000"))
 H2_CONNS, H2_STREAMS = 10, 32
+# HTTP/2 scenarios: h2load connections x streams per connection. `h2-wide` is the shape of
+# h2load's own documented example (-c100 -m10): ten times the upstream connections in use.
+H2_SHAPES = {"h2-4k": (H2_CONNS, H2_STREAMS), "h2-wide": (100, 10)}
 LOADGEN_CPU, SERVER_CPU = "0", "1"
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.environ.get("OUT", os.path.join(HERE, "RESULTS.md"))
@@ -188,9 +191,10 @@ def run_wrk(url, headers, env):
     return r
 
 
-def run_h2load(url, headers, env, work):
+def run_h2load(url, headers, env, work, conns=None, streams=None):
     logf = os.path.join(work, "h2load.log")
-    argv = ["taskset", "-c", LOADGEN_CPU, "h2load", "-t1", f"-c{H2_CONNS}", f"-m{H2_STREAMS}",
+    argv = ["taskset", "-c", LOADGEN_CPU, "h2load", "-t1", f"-c{conns or H2_CONNS}",
+            f"-m{streams or H2_STREAMS}",
             f"-D{DURATION}", "--log-file", logf]
     for h in headers:
         argv += ["-H", h]
@@ -544,6 +548,8 @@ https://127.0.0.1:{P_CADDY} {{
         ("h1-256k", "HTTP/1.1 keep-alive, 256 KiB", "/big", [], "wrk"),
         ("h1-close", "HTTP/1.1 new TLS connection per request, 4 KiB", "/", ["Connection: close"], "wrk"),
         ("h2-4k", f"HTTP/2, {H2_CONNS} connections x {H2_STREAMS} streams, 4 KiB", "/", [], "h2load"),
+        ("h2-wide", "HTTP/2, {} connections x {} streams, 4 KiB".format(*H2_SHAPES["h2-wide"]),
+         "/", [], "h2load"),
     ]
     plan = []  # (scenario key, peer name, url, headers, tool)
     for key, _, path, hdrs, tool in scenarios:
@@ -578,7 +584,7 @@ https://127.0.0.1:{P_CADDY} {{
             if tool == "wrk":
                 r = run_wrk(url, hdrs, cenv)
             else:
-                r = run_h2load(url, hdrs, cenv, work)
+                r = run_h2load(url, hdrs, cenv, work, *H2_SHAPES[key])
             ticks = cpu_ticks(proc.pid) - before
             r["cpu100k"] = (ticks / CLK) / r["requests"] * 100000 if r["requests"] else float("nan")
             r["round"] = rnd
@@ -662,7 +668,8 @@ def write_results(a, results, scenarios, plan, negotiated, mem, skipped, work):
     w(f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}")
     w(f"- machine: {os.cpu_count()} cores, {cpu_model}, {mem_total} RAM, Linux {platform.release()}")
     w(f"- command: `{a.command}` (rounds {ROUNDS}, {DURATION} s per measurement, "
-      f"wrk -t1 -c{CONNS}, h2load -t1 -c{H2_CONNS} -m{H2_STREAMS}, {IDLE_CONNS} idle connections)")
+      f"wrk -t1 -c{CONNS}, h2load -t1 " + " and ".join(f"-c{c} -m{m}" for c, m in H2_SHAPES.values()) +
+      f", {IDLE_CONNS} idle connections)")
     w(f"- portcullis commit: {commit}{' (with uncommitted changes in src/)' if dirty else ''}, "
       f"{sh_out(['rustc', '--version'])}, release profile (fat LTO)")
     w(f"- peers: {sh_out(['nginx', '-v'])}; {sh_out(['haproxy', '-v'])}; "
@@ -686,19 +693,25 @@ def write_results(a, results, scenarios, plan, negotiated, mem, skipped, work):
         names = list(dict.fromkeys(names))
         if not names:
             continue
+        # HTTP/2's goal is HAProxy's throughput: those tables also give the ratio to it.
+        refs = ["nginx", "HAProxy"] if key in H2_SHAPES else ["nginx"]
         w(f"## {title}\n")
-        w("| peer | requests/s | p50 ms | p99 ms | CPU s/100k req | ratio to nginx |")
-        w("| --- | ---: | ---: | ---: | ---: | ---: |")
-        ng = results.get((key, "nginx"), [])
+        w("| peer | requests/s | p50 ms | p99 ms | CPU s/100k req | "
+          + " | ".join(f"ratio to {ref}" for ref in refs) + " |")
+        w("| --- | ---: | ---: | ---: | ---: |" + " ---: |" * len(refs))
         for n in names:
             rs = results.get((key, n), [])
-            ratios = [r["rps"] / g["rps"] for r, g in zip(rs, ng) if g["rps"] > 0]
+            cols = []
+            for ref in refs:
+                ratios = [r["rps"] / g["rps"] for r, g in zip(rs, results.get((key, ref), []))
+                          if g["rps"] > 0]
+                cols.append(f"{fmt(med(ratios), 2)} [{', '.join(f'{x:.2f}' for x in ratios)}]")
             note = ""
             if any(r["bad"] or r["errors"] for r in rs):
                 note = f" (non-2xx {sum(r['bad'] for r in rs)}, socket errors {sum(r['errors'] for r in rs)})"
             w(f"| {n}{note} | {fmt(med([r['rps'] for r in rs]))} | {fmt(med([r['p50'] for r in rs]), 2)} "
               f"| {fmt(med([r['p99'] for r in rs]), 2)} | {fmt(med([r['cpu100k'] for r in rs]), 2)} "
-              f"| {fmt(med(ratios), 2)} [{', '.join(f'{x:.2f}' for x in ratios)}] |")
+              f"| {' | '.join(cols)} |")
         w("")
     auth_names = list(dict.fromkeys(n for k, n, *_ in plan
                                     if k == "h1-4k" and n.startswith("portcullis ")

@@ -3,8 +3,13 @@
 //! The request path takes the newest idle connection (LIFO: it is the least likely to have
 //! been closed by the upstream's own idle timer) or opens one, sends, and gets the
 //! connection back when the response body has been read to its end — in the body's own
-//! poll, so a finished exchange costs no extra task. A body dropped early (the client went
-//! away) drops its connection, because unread bytes may still be on the wire.
+//! poll. A body dropped early (the client went away) drops its connection, because unread
+//! bytes may still be on the wire.
+//!
+//! A connection has no task of its own: the request's future, then its response body,
+//! drive it, so an exchange is one task's work (a spawned connection task costs two more
+//! wake-ups per request, and its memory). An idle connection is polled by no one; one the
+//! upstream closed meanwhile is noticed when it is next taken, or by the reaper.
 //!
 //! A pooled connection the upstream closed just as it was taken hands the request back
 //! unsent, and the request goes out once more on a new connection; nothing that reached
@@ -12,7 +17,7 @@
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,6 +25,7 @@ use http::header::HOST;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::{self, SendRequest};
 use tower_service::Service;
 
@@ -52,8 +58,63 @@ pub struct Pool {
 }
 
 struct Idle {
-    tx: SendRequest<ReqBody>,
+    conn: Conn,
     since: Instant,
+}
+
+/// hyper's connection `with_upgrades()` (its type is not nameable).
+type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+/// One upstream connection: the handle a request goes in by, and the state machine that
+/// moves it over the wire. The connection has no task of its own: whoever waits on it (the
+/// request's future, then its response body) polls `driver` too, so an exchange wakes one
+/// task where a spawned connection would wake two, twice each.
+struct Conn {
+    tx: SendRequest<ReqBody>,
+    /// `None` once the connection is over (closed, failed, or handed to an upgrade).
+    driver: Option<Driver>,
+}
+
+impl Conn {
+    /// Reads, writes and notices closure; `Ready` once the connection is over.
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(driver) = &mut self.driver else {
+            return Poll::Ready(());
+        };
+        let Poll::Ready(r) = driver.as_mut().poll(cx) else {
+            return Poll::Pending;
+        };
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "upstream connection ended with error");
+        }
+        // Dropping the state machine hands back any request it never wrote.
+        self.driver = None;
+        Poll::Ready(())
+    }
+
+    /// Moves the connection along without a task to wake: what it learns (the upstream
+    /// closed it, say) is picked up on the next poll. It also drops the waker of the task
+    /// that last polled it, which would otherwise keep that task's memory alive.
+    fn settle(&mut self) {
+        let _ = self.poll_drive(&mut Context::from_waker(Waker::noop()));
+    }
+
+    fn is_ready(&self) -> bool {
+        self.driver.is_some() && self.tx.is_ready()
+    }
+
+    /// Sends `req` and drives the connection until the response head is in.
+    async fn exchange(
+        &mut self,
+        req: Request<ReqBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<ReqBody>>> {
+        let mut answer = std::pin::pin!(self.tx.try_send_request(req));
+        std::future::poll_fn(|cx| {
+            let _ = self.poll_drive(cx);
+            answer.as_mut().poll(cx)
+        })
+        .await
+    }
 }
 
 impl Pool {
@@ -63,46 +124,56 @@ impl Pool {
     }
 
     /// The newest connection ready for a request.
-    fn checkout(&self) -> Option<SendRequest<ReqBody>> {
+    fn checkout(&self) -> Option<Conn> {
         let mut idle = self.lock();
         while let Some(c) = idle.pop() {
-            if c.tx.is_ready() {
-                return Some(c.tx);
+            if c.conn.is_ready() {
+                return Some(c.conn);
             }
         }
         None
     }
 
     /// Takes a connection back once its exchange is over.
-    fn checkin(self: Arc<Self>, tx: SendRequest<ReqBody>) {
-        if tx.is_ready() {
-            self.put(tx);
-        } else if !tx.is_closed() {
-            // The connection has not yet noticed the exchange is over (its task has not
-            // run since); it will be ready, or closed, as soon as it does.
+    fn checkin(self: Arc<Self>, mut conn: Conn) {
+        if conn.is_ready() {
+            self.put(conn);
+        } else if conn.driver.is_some() {
+            // Not yet idle (or a 101 whose upgrade the connection has still to hand over):
+            // drive it on its own until it is ready, or over.
             tokio::spawn(async move {
-                let mut tx = tx;
-                if tx.ready().await.is_ok() {
-                    self.put(tx);
+                let ready = std::future::poll_fn(|cx| {
+                    if conn.poll_drive(cx).is_ready() {
+                        return Poll::Ready(false);
+                    }
+                    conn.tx.poll_ready(cx).map(|r| r.is_ok())
+                })
+                .await;
+                if ready {
+                    conn.settle();
+                    self.put(conn);
                 }
             });
         }
     }
 
-    fn put(&self, tx: SendRequest<ReqBody>) {
+    fn put(&self, conn: Conn) {
         let mut idle = self.lock();
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
-                tx,
+                conn,
                 since: Instant::now(),
             });
         }
     }
 
-    /// Closes connections idle for longer than `max_idle` (and forgets closed ones).
+    /// Closes connections idle for longer than `max_idle` and forgets those the upstream
+    /// closed (polling each notices an end of stream that arrived while it sat here).
     pub fn reap(&self, max_idle: Duration) {
-        self.lock()
-            .retain(|c| !c.tx.is_closed() && c.since.elapsed() < max_idle);
+        self.lock().retain_mut(|c| {
+            c.conn.settle();
+            c.conn.driver.is_some() && c.since.elapsed() < max_idle
+        });
     }
 }
 
@@ -127,25 +198,25 @@ impl Endpoint<'_> {
         if !req.headers().contains_key(HOST) {
             req.headers_mut().insert(HOST, self.host.clone());
         }
-        let (mut tx, pooled) = match self.pool.checkout() {
-            Some(tx) => (tx, true),
+        let (mut conn, pooled) = match self.pool.checkout() {
+            Some(conn) => (conn, true),
             // Boxed: connecting is rare, and its state (resolver, TCP and TLS handshakes)
             // would otherwise size every request's future.
             None => (Box::pin(self.connect()).await?, false),
         };
-        let resp = match tx.try_send_request(req).await {
+        let resp = match conn.exchange(req).await {
             Ok(resp) => resp,
             // Closed under us before a byte was written: once more, on a new connection.
             // Boxed, as it is rare.
             Err(e) if pooled => {
                 let (new, resp) = Box::pin(self.resend(e)).await?;
-                tx = new;
+                conn = new;
                 resp
             }
             Err(e) => return Err(e.into_error().into()),
         };
         let slot = Some(Checkin {
-            tx,
+            conn,
             pool: self.pool.clone(),
         });
         Ok(resp.map(|inner| UpstreamBody { inner, slot }.settle()))
@@ -153,17 +224,17 @@ impl Endpoint<'_> {
 
     async fn resend(
         &self,
-        mut e: hyper::client::conn::TrySendError<Request<ReqBody>>,
-    ) -> Result<(SendRequest<ReqBody>, Response<Incoming>), SendError> {
+        mut e: TrySendError<Request<ReqBody>>,
+    ) -> Result<(Conn, Response<Incoming>), SendError> {
         let Some(req) = e.take_message() else {
             return Err(e.into_error().into());
         };
-        let mut tx = self.connect().await?;
-        let resp = tx.send_request(req).await?;
-        Ok((tx, resp))
+        let mut conn = self.connect().await?;
+        let resp = conn.exchange(req).await.map_err(TrySendError::into_error)?;
+        Ok((conn, resp))
     }
 
-    async fn connect(&self) -> Result<SendRequest<ReqBody>, SendError> {
+    async fn connect(&self) -> Result<Conn, SendError> {
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
@@ -172,18 +243,16 @@ impl Endpoint<'_> {
             .call(self.uri.clone())
             .await
             .map_err(SendError::Connect)?;
-        let (tx, conn) = http1::handshake(io).await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with error");
-            }
-        });
-        Ok(tx)
+        let (tx, driver) = http1::handshake(io).await?;
+        Ok(Conn {
+            tx,
+            driver: Some(Box::pin(driver.with_upgrades())),
+        })
     }
 }
 
 struct Checkin {
-    tx: SendRequest<ReqBody>,
+    conn: Conn,
     pool: Arc<Pool>,
 }
 
@@ -204,8 +273,8 @@ impl UpstreamBody {
     }
 
     fn release(&mut self) {
-        if let Some(Checkin { tx, pool }) = self.slot.take() {
-            pool.checkin(tx);
+        if let Some(Checkin { conn, pool }) = self.slot.take() {
+            pool.checkin(conn);
         }
     }
 }
@@ -219,7 +288,15 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        // The connection reads the body into `inner` once `inner` has asked for it (the
+        // first poll), so: ask, move the connection along, and look again.
+        let mut r = Pin::new(&mut this.inner).poll_frame(cx);
+        if r.is_pending() {
+            if let Some(slot) = &mut this.slot {
+                let _ = slot.conn.poll_drive(cx);
+                r = Pin::new(&mut this.inner).poll_frame(cx);
+            }
+        }
         match &r {
             Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
@@ -235,5 +312,134 @@ impl Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::Notify;
+
+    use super::*;
+
+    /// A raw HTTP/1.1 upstream answering `ok` to bodiless requests, with keep-alive; with
+    /// `close`, it closes a connection after its first answer once `close` is notified.
+    /// Counts the connections it accepts.
+    async fn upstream(close: Option<Arc<Notify>>) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let close = close.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    loop {
+                        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => head.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        head.clear();
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(answer).await.is_err() {
+                            return;
+                        }
+                        if let Some(close) = &close {
+                            close.notified().await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    /// What an `Endpoint` borrows.
+    struct Target {
+        uri: Uri,
+        host: HeaderValue,
+        pool: Arc<Pool>,
+        connector: Connector,
+    }
+
+    impl Target {
+        fn new(addr: std::net::SocketAddr) -> Self {
+            Target {
+                uri: format!("http://{addr}/").parse().unwrap(),
+                host: HeaderValue::from_str(&addr.to_string()).unwrap(),
+                pool: Arc::new(Pool::default()),
+                connector: super::super::upstream::connector(None, Duration::from_secs(2)).unwrap(),
+            }
+        }
+
+        fn endpoint(&self) -> Endpoint<'_> {
+            Endpoint {
+                uri: &self.uri,
+                host: &self.host,
+                pool: &self.pool,
+                connector: &self.connector,
+            }
+        }
+    }
+
+    async fn get(ep: &Endpoint<'_>) -> Bytes {
+        let req = Request::get("/").body(ReqBody::Empty).unwrap();
+        let resp = ep.send(req).await.unwrap();
+        resp.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_upstream_closed_is_reaped_and_replaced() {
+        let close = Arc::new(Notify::new());
+        let (addr, accepted) = upstream(Some(close.clone())).await;
+        let target = Target::new(addr);
+        let (ep, pool) = (target.endpoint(), &target.pool);
+        assert_eq!(&get(&ep).await[..], b"ok");
+        assert_eq!(
+            pool.lock().len(),
+            1,
+            "a finished exchange returns its connection"
+        );
+        // The upstream closes it; nobody polls an idle connection but the reaper.
+        close.notify_one();
+        let mut waited = 0;
+        while !pool.lock().is_empty() {
+            assert!(
+                waited < 200,
+                "the reaper never noticed the closed connection"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            pool.reap(IDLE_TIMEOUT);
+            waited += 1;
+        }
+        assert_eq!(&get(&ep).await[..], b"ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn the_reaper_closes_connections_idle_too_long() {
+        let (addr, accepted) = upstream(None).await;
+        let target = Target::new(addr);
+        let (ep, pool) = (target.endpoint(), &target.pool);
+        assert_eq!(&get(&ep).await[..], b"ok");
+        assert_eq!(&get(&ep).await[..], b"ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "kept alive and reused");
+        pool.reap(IDLE_TIMEOUT);
+        assert_eq!(
+            pool.lock().len(),
+            1,
+            "an open connection idle for less is kept"
+        );
+        pool.reap(Duration::ZERO);
+        assert!(pool.lock().is_empty());
     }
 }
