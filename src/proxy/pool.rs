@@ -3,13 +3,8 @@
 //! The request path takes the newest idle connection (LIFO: it is the least likely to have
 //! been closed by the upstream's own idle timer) or opens one, sends, and gets the
 //! connection back when the response body has been read to its end — in the body's own
-//! poll. A body dropped early (the client went away) drops its connection, because unread
-//! bytes may still be on the wire.
-//!
-//! A connection has no task of its own: the request's future, then its response body,
-//! drive it, so an exchange is one task's work (a spawned connection task costs two more
-//! wake-ups per request, and its memory). An idle connection is polled by no one; one the
-//! upstream closed meanwhile is noticed when it is next taken, or by the reaper.
+//! poll, so a finished exchange costs no extra task. A body dropped early (the client went
+//! away) drops its connection, because unread bytes may still be on the wire.
 //!
 //! A pooled connection the upstream closed just as it was taken hands the request back
 //! unsent, and the request goes out once more on a new connection; nothing that reached
@@ -17,7 +12,7 @@
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,7 +20,6 @@ use http::header::HOST;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::{self, SendRequest};
 use tower_service::Service;
 
@@ -58,63 +52,8 @@ pub struct Pool {
 }
 
 struct Idle {
-    conn: Conn,
-    since: Instant,
-}
-
-/// hyper's connection `with_upgrades()` (its type is not nameable).
-type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
-
-/// One upstream connection: the handle a request goes in by, and the state machine that
-/// moves it over the wire. The connection has no task of its own: whoever waits on it (the
-/// request's future, then its response body) polls `driver` too, so an exchange wakes one
-/// task where a spawned connection would wake two, twice each.
-struct Conn {
     tx: SendRequest<ReqBody>,
-    /// `None` once the connection is over (closed, failed, or handed to an upgrade).
-    driver: Option<Driver>,
-}
-
-impl Conn {
-    /// Reads, writes and notices closure; `Ready` once the connection is over.
-    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(driver) = &mut self.driver else {
-            return Poll::Ready(());
-        };
-        let Poll::Ready(r) = driver.as_mut().poll(cx) else {
-            return Poll::Pending;
-        };
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "upstream connection ended with error");
-        }
-        // Dropping the state machine hands back any request it never wrote.
-        self.driver = None;
-        Poll::Ready(())
-    }
-
-    /// Moves the connection along without a task to wake: what it learns (the upstream
-    /// closed it, say) is picked up on the next poll. It also drops the waker of the task
-    /// that last polled it, which would otherwise keep that task's memory alive.
-    fn settle(&mut self) {
-        let _ = self.poll_drive(&mut Context::from_waker(Waker::noop()));
-    }
-
-    fn is_ready(&self) -> bool {
-        self.driver.is_some() && self.tx.is_ready()
-    }
-
-    /// Sends `req` and drives the connection until the response head is in.
-    async fn exchange(
-        &mut self,
-        req: Request<ReqBody>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<ReqBody>>> {
-        let mut answer = std::pin::pin!(self.tx.try_send_request(req));
-        std::future::poll_fn(|cx| {
-            let _ = self.poll_drive(cx);
-            answer.as_mut().poll(cx)
-        })
-        .await
-    }
+    since: Instant,
 }
 
 impl Pool {
@@ -124,56 +63,46 @@ impl Pool {
     }
 
     /// The newest connection ready for a request.
-    fn checkout(&self) -> Option<Conn> {
+    fn checkout(&self) -> Option<SendRequest<ReqBody>> {
         let mut idle = self.lock();
         while let Some(c) = idle.pop() {
-            if c.conn.is_ready() {
-                return Some(c.conn);
+            if c.tx.is_ready() {
+                return Some(c.tx);
             }
         }
         None
     }
 
     /// Takes a connection back once its exchange is over.
-    fn checkin(self: Arc<Self>, mut conn: Conn) {
-        if conn.is_ready() {
-            self.put(conn);
-        } else if conn.driver.is_some() {
-            // Not yet idle (or a 101 whose upgrade the connection has still to hand over):
-            // drive it on its own until it is ready, or over.
+    fn checkin(self: Arc<Self>, tx: SendRequest<ReqBody>) {
+        if tx.is_ready() {
+            self.put(tx);
+        } else if !tx.is_closed() {
+            // The connection has not yet noticed the exchange is over (its task has not
+            // run since); it will be ready, or closed, as soon as it does.
             tokio::spawn(async move {
-                let ready = std::future::poll_fn(|cx| {
-                    if conn.poll_drive(cx).is_ready() {
-                        return Poll::Ready(false);
-                    }
-                    conn.tx.poll_ready(cx).map(|r| r.is_ok())
-                })
-                .await;
-                if ready {
-                    conn.settle();
-                    self.put(conn);
+                let mut tx = tx;
+                if tx.ready().await.is_ok() {
+                    self.put(tx);
                 }
             });
         }
     }
 
-    fn put(&self, conn: Conn) {
+    fn put(&self, tx: SendRequest<ReqBody>) {
         let mut idle = self.lock();
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
-                conn,
+                tx,
                 since: Instant::now(),
             });
         }
     }
 
-    /// Closes connections idle for longer than `max_idle` and forgets those the upstream
-    /// closed (polling each notices an end of stream that arrived while it sat here).
+    /// Closes connections idle for longer than `max_idle` (and forgets closed ones).
     pub fn reap(&self, max_idle: Duration) {
-        self.lock().retain_mut(|c| {
-            c.conn.settle();
-            c.conn.driver.is_some() && c.since.elapsed() < max_idle
-        });
+        self.lock()
+            .retain(|c| !c.tx.is_closed() && c.since.elapsed() < max_idle);
     }
 }
 
@@ -198,25 +127,25 @@ impl Endpoint<'_> {
         if !req.headers().contains_key(HOST) {
             req.headers_mut().insert(HOST, self.host.clone());
         }
-        let (mut conn, pooled) = match self.pool.checkout() {
-            Some(conn) => (conn, true),
+        let (mut tx, pooled) = match self.pool.checkout() {
+            Some(tx) => (tx, true),
             // Boxed: connecting is rare, and its state (resolver, TCP and TLS handshakes)
             // would otherwise size every request's future.
             None => (Box::pin(self.connect()).await?, false),
         };
-        let resp = match conn.exchange(req).await {
+        let resp = match tx.try_send_request(req).await {
             Ok(resp) => resp,
             // Closed under us before a byte was written: once more, on a new connection.
             // Boxed, as it is rare.
             Err(e) if pooled => {
                 let (new, resp) = Box::pin(self.resend(e)).await?;
-                conn = new;
+                tx = new;
                 resp
             }
             Err(e) => return Err(e.into_error().into()),
         };
         let slot = Some(Checkin {
-            conn,
+            tx,
             pool: self.pool.clone(),
         });
         Ok(resp.map(|inner| UpstreamBody { inner, slot }.settle()))
@@ -224,17 +153,17 @@ impl Endpoint<'_> {
 
     async fn resend(
         &self,
-        mut e: TrySendError<Request<ReqBody>>,
-    ) -> Result<(Conn, Response<Incoming>), SendError> {
+        mut e: hyper::client::conn::TrySendError<Request<ReqBody>>,
+    ) -> Result<(SendRequest<ReqBody>, Response<Incoming>), SendError> {
         let Some(req) = e.take_message() else {
             return Err(e.into_error().into());
         };
-        let mut conn = self.connect().await?;
-        let resp = conn.exchange(req).await.map_err(TrySendError::into_error)?;
-        Ok((conn, resp))
+        let mut tx = self.connect().await?;
+        let resp = tx.send_request(req).await?;
+        Ok((tx, resp))
     }
 
-    async fn connect(&self) -> Result<Conn, SendError> {
+    async fn connect(&self) -> Result<SendRequest<ReqBody>, SendError> {
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| connector.poll_ready(cx))
             .await
@@ -243,16 +172,18 @@ impl Endpoint<'_> {
             .call(self.uri.clone())
             .await
             .map_err(SendError::Connect)?;
-        let (tx, driver) = http1::handshake(io).await?;
-        Ok(Conn {
-            tx,
-            driver: Some(Box::pin(driver.with_upgrades())),
-        })
+        let (tx, conn) = http1::handshake(io).await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream connection ended with error");
+            }
+        });
+        Ok(tx)
     }
 }
 
 struct Checkin {
-    conn: Conn,
+    tx: SendRequest<ReqBody>,
     pool: Arc<Pool>,
 }
 
@@ -273,8 +204,8 @@ impl UpstreamBody {
     }
 
     fn release(&mut self) {
-        if let Some(Checkin { conn, pool }) = self.slot.take() {
-            pool.checkin(conn);
+        if let Some(Checkin { tx, pool }) = self.slot.take() {
+            pool.checkin(tx);
         }
     }
 }
@@ -288,15 +219,7 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        // The connection reads the body into `inner` once `inner` has asked for it (the
-        // first poll), so: ask, move the connection along, and look again.
-        let mut r = Pin::new(&mut this.inner).poll_frame(cx);
-        if r.is_pending() {
-            if let Some(slot) = &mut this.slot {
-                let _ = slot.conn.poll_drive(cx);
-                r = Pin::new(&mut this.inner).poll_frame(cx);
-            }
-        }
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
         match &r {
             Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
@@ -409,7 +332,7 @@ mod tests {
             1,
             "a finished exchange returns its connection"
         );
-        // The upstream closes it; nobody polls an idle connection but the reaper.
+        // The upstream closes it: the reaper forgets it, and the next request dials anew.
         close.notify_one();
         let mut waited = 0;
         while !pool.lock().is_empty() {
