@@ -263,6 +263,7 @@ fn bench_pipeline(c: &mut Criterion) {
                 uri: &uri,
                 headers: &headers,
                 conn: &conn,
+                client_ip: conn.peer.ip(),
             };
             let admitted = rt.block_on(pipeline.run(&view)).ok().unwrap();
             (admitted.methods().len(), admitted.subject().len())

@@ -249,6 +249,7 @@ async fn process(
             uri: req.uri(),
             headers: req.headers(),
             conn,
+            client_ip: headers::client_ip(req.headers(), conn.peer.ip(), &snap.trusted_proxies),
         };
         route.pipeline.run(&view).await?
     };

@@ -586,7 +586,7 @@ impl Basic {
         if matches!(found, Found::Absent) {
             return Outcome::Absent;
         }
-        let throttle = Throttle::new(&*req.services.failures, req.lockout, req.conn.peer.ip());
+        let throttle = Throttle::new(&*req.services.failures, req.lockout, req.client_ip);
         if let Some(d) = throttle.check(None) {
             return Outcome::Locked(d);
         }

@@ -174,6 +174,9 @@ pub struct RequestView<'a> {
     pub headers: &'a HeaderMap,
     /// Facts about the connection (peer address, client certificate).
     pub conn: &'a ConnInfo,
+    /// The client's address for lockout: the peer, or what a trusted proxy forwarded
+    /// (`proxy::headers::client_ip`).
+    pub client_ip: std::net::IpAddr,
 }
 
 /// Where a credential travels, so the pipeline can strip it before forwarding.

@@ -134,6 +134,33 @@ pub fn join_cookies(h: &mut HeaderMap) {
     }
 }
 
+/// The client a request comes from: the TCP peer, unless the peer is a trusted proxy; then
+/// the right-most `X-Forwarded-For` entry that is not itself a trusted proxy (entries to its
+/// left were written by the client and prove nothing). An entry that is not an IP address
+/// stops the walk at the last trusted hop, so a malformed header never names a stranger.
+pub fn client_ip(h: &HeaderMap, peer: IpAddr, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let mut client = peer.to_canonical();
+    if !is_trusted(&client) {
+        return client;
+    }
+    for v in h.get_all(&X_FORWARDED_FOR).iter().rev() {
+        let Ok(list) = v.to_str() else {
+            return client;
+        };
+        for entry in list.rsplit(',') {
+            let Ok(ip) = entry.trim().parse::<IpAddr>() else {
+                return client;
+            };
+            client = ip.to_canonical();
+            if !is_trusted(&client) {
+                return client;
+            }
+        }
+    }
+    client
+}
+
 /// Sets `X-Forwarded-For`: the peer replaces the caller's value, or is appended to it when
 /// the peer is a trusted proxy.
 pub fn set_forwarded_for(h: &mut HeaderMap, peer: &HeaderValue, trusted: bool) {
@@ -240,6 +267,54 @@ mod tests {
         h.insert("x-authz", HeaderValue::from_static("kept"));
         strip_identity(&mut h);
         assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn client_ip_believes_forwarded_for_only_from_trusted_proxies() {
+        let nets: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let with = |xff: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in xff {
+                h.append(&X_FORWARDED_FOR, HeaderValue::from_str(v).unwrap());
+            }
+            h
+        };
+        let rows: &[(&str, &[&str], &str)] = &[
+            // An untrusted peer is the client, whatever it claims.
+            ("192.0.2.1", &["203.0.113.9"], "192.0.2.1"),
+            // A trusted peer: the right-most entry that is not a trusted proxy.
+            ("10.0.0.1", &["203.0.113.9"], "203.0.113.9"),
+            (
+                "10.0.0.1",
+                &["198.51.100.7, 203.0.113.9, 10.1.2.3"],
+                "203.0.113.9",
+            ),
+            (
+                "10.0.0.1",
+                &["198.51.100.7", "203.0.113.9, 10.1.2.3"],
+                "203.0.113.9",
+            ),
+            ("::ffff:10.0.0.1", &[" 2001:db8::1 "], "2001:db8::1"),
+            // No header, or only trusted hops: the last trusted hop.
+            ("10.0.0.1", &[], "10.0.0.1"),
+            ("10.0.0.1", &["10.9.9.9"], "10.9.9.9"),
+            // Garbage stops the walk before it can name anyone.
+            ("10.0.0.1", &["203.0.113.9, nonsense"], "10.0.0.1"),
+            ("10.0.0.1", &["203.0.113.9, 10.1.2.3, unknown"], "10.0.0.1"),
+            ("10.0.0.1", &["203.0.113.9, unknown, 10.1.2.3"], "10.1.2.3"),
+        ];
+        for (peer, xff, want) in rows {
+            assert_eq!(
+                client_ip(&with(xff), ip(peer), &nets),
+                ip(want),
+                "peer {peer} xff {xff:?}"
+            );
+        }
+        assert_eq!(
+            client_ip(&with(&["203.0.113.9"]), ip("10.0.0.1"), &[]),
+            ip("10.0.0.1")
+        );
     }
 
     #[test]

@@ -598,6 +598,46 @@ async fn wrong_password_flood_does_not_starve_other_routes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_lockout_counts_the_forwarded_client() {
+    let (key, _) = new_api_key("pk");
+    let gw = gateway(&body("alice-pw-xff", &key, ""))
+        .server("trusted_proxies = [\"127.0.0.0/8\"]")
+        .tls_extra("[server.lockout]\nmax_failures = 3\nwindow = \"1m\"\nlockout = \"1m\"")
+        .start()
+        .await;
+    let c = gw.client();
+    let right = basic("alice", "alice-pw-xff");
+    let from = |ip: &'static str, auth: &str| {
+        let (c, auth) = (c.clone(), auth.to_string());
+        async move {
+            c.get_with(
+                "/staff",
+                &[("authorization", &auth), ("x-forwarded-for", ip)],
+            )
+            .await
+            .status
+        }
+    };
+    // Three names, so only the per-client count reaches its limit.
+    for user in ["u1", "u2", "u3"] {
+        assert_eq!(from("203.0.113.5", &basic(user, "guess")).await, 401);
+    }
+    assert_eq!(
+        from("203.0.113.5", &right).await,
+        429,
+        "the guessing client"
+    );
+    assert_eq!(
+        from("203.0.113.6", &right).await,
+        200,
+        "another client, same proxy"
+    );
+    let direct = c.get_with("/staff", &[("authorization", &right)]).await;
+    assert_eq!(direct.status, 200, "the proxy itself is not locked out");
+    gw.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_guesses_cannot_overshoot_the_lockout() {
     let (key, _) = new_api_key("pk");
     let gw = gateway(&body("alice-pw-race", &key, ""))
