@@ -33,6 +33,11 @@ use super::upstream::Connector;
 const MAX_IDLE: usize = 1024;
 /// An idle connection older than this is closed by the reaper.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// The reaper's period; each time, half of the connections idle for longer than this are
+/// closed (as HAProxy's `pool-purge-delay`): a burst's surplus is gone within seconds
+/// instead of holding its memory for `IDLE_TIMEOUT`. After `h2load -c100 -m10` the 1,000
+/// connections it left made the same process's HTTP/1.1 10 % slower than before it.
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why a request could not be sent or answered.
 #[derive(Debug, thiserror::Error)]
@@ -99,10 +104,18 @@ impl Pool {
         }
     }
 
-    /// Closes connections idle for longer than `max_idle` (and forgets closed ones).
-    pub fn reap(&self, max_idle: Duration) {
-        self.lock()
-            .retain(|c| !c.tx.is_closed() && c.since.elapsed() < max_idle);
+    /// Closes connections idle for longer than `max_idle` (and forgets closed ones), then
+    /// half of those idle for longer than `purge_after` (the oldest: the bottom of the
+    /// stack), so one idle connection can wait out `max_idle`.
+    pub fn reap(&self, max_idle: Duration, purge_after: Duration) {
+        let mut idle = self.lock();
+        idle.retain(|c| !c.tx.is_closed() && c.since.elapsed() < max_idle);
+        // Oldest first: connections are pushed in the order they became idle.
+        let stale = idle
+            .iter()
+            .take_while(|c| c.since.elapsed() >= purge_after)
+            .count();
+        idle.drain(..stale / 2);
     }
 }
 
@@ -314,6 +327,42 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn the_reaper_halves_a_bursts_surplus_down_to_one() {
+        let (addr, accepted) = upstream(None).await;
+        let target = Target::new(addr);
+        let (ep, pool) = (target.endpoint(), &target.pool);
+        // Eight responses in flight at once hold eight connections.
+        let mut held = vec![];
+        for _ in 0..8 {
+            let req = Request::get("/").body(ReqBody::Empty).unwrap();
+            held.push(ep.send(req).await.unwrap());
+        }
+        for resp in held {
+            assert_eq!(
+                &resp.into_body().collect().await.unwrap().to_bytes()[..],
+                b"ok"
+            );
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 8);
+        assert_eq!(pool.lock().len(), 8);
+        pool.reap(IDLE_TIMEOUT, PURGE_INTERVAL);
+        assert_eq!(pool.lock().len(), 8, "none idle for a purge interval yet");
+        for c in pool.lock().iter_mut() {
+            c.since -= PURGE_INTERVAL;
+        }
+        let mut left = vec![];
+        for _ in 0..4 {
+            pool.reap(IDLE_TIMEOUT, PURGE_INTERVAL);
+            left.push(pool.lock().len());
+        }
+        assert_eq!(left, [4, 2, 1, 1]);
+        // A connection newer than the interval is not part of the surplus.
+        assert_eq!(&get(&ep).await[..], b"ok");
+        pool.reap(IDLE_TIMEOUT, PURGE_INTERVAL);
+        assert_eq!(pool.lock().len(), 1);
+    }
+
     async fn get(ep: &Endpoint<'_>) -> Bytes {
         let req = Request::get("/").body(ReqBody::Empty).unwrap();
         let resp = ep.send(req).await.unwrap();
@@ -341,7 +390,7 @@ mod tests {
                 "the reaper never noticed the closed connection"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
-            pool.reap(IDLE_TIMEOUT);
+            pool.reap(IDLE_TIMEOUT, PURGE_INTERVAL);
             waited += 1;
         }
         assert_eq!(&get(&ep).await[..], b"ok");
@@ -356,13 +405,13 @@ mod tests {
         assert_eq!(&get(&ep).await[..], b"ok");
         assert_eq!(&get(&ep).await[..], b"ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "kept alive and reused");
-        pool.reap(IDLE_TIMEOUT);
+        pool.reap(IDLE_TIMEOUT, PURGE_INTERVAL);
         assert_eq!(
             pool.lock().len(),
             1,
             "an open connection idle for less is kept"
         );
-        pool.reap(Duration::ZERO);
+        pool.reap(Duration::ZERO, PURGE_INTERVAL);
         assert!(pool.lock().is_empty());
     }
 }

@@ -144,17 +144,18 @@ impl UpstreamRt {
         self.targets.iter().any(TargetRt::is_healthy)
     }
 
-    /// Starts the background work, which ends when the upstream is dropped: closing
-    /// connections idle for longer than `pool::IDLE_TIMEOUT`, and health checks.
+    /// Starts the background work, which ends when the upstream is dropped: every
+    /// `pool::PURGE_INTERVAL`, closing connections idle for longer than `pool::IDLE_TIMEOUT`
+    /// and half of a burst's surplus; and health checks.
     pub fn start(self: &Arc<Self>) {
         let weak: Weak<Self> = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(pool::IDLE_TIMEOUT / 3);
+            let mut tick = tokio::time::interval(pool::PURGE_INTERVAL);
             loop {
                 tick.tick().await;
                 let Some(up) = weak.upgrade() else { return };
                 for t in &up.targets {
-                    t.pool.reap(pool::IDLE_TIMEOUT);
+                    t.pool.reap(pool::IDLE_TIMEOUT, pool::PURGE_INTERVAL);
                 }
             }
         });
