@@ -241,6 +241,7 @@ async fn process(
     }
 
     // Authenticate and authorize.
+    let peer_trusted = headers::is_trusted(conn.peer.ip(), &snap.trusted_proxies);
     let admitted = {
         let view = RequestView {
             services: &shared.services,
@@ -249,7 +250,12 @@ async fn process(
             uri: req.uri(),
             headers: req.headers(),
             conn,
-            client_ip: headers::client_ip(req.headers(), conn.peer.ip(), &snap.trusted_proxies),
+            client_ip: headers::client_ip(
+                req.headers(),
+                conn.peer.ip(),
+                peer_trusted,
+                &snap.trusted_proxies,
+            ),
         };
         route.pipeline.run(&view).await?
     };
@@ -289,9 +295,7 @@ async fn process(
         }
         h.remove(name);
     }
-    let peer = conn.peer.ip().to_canonical();
-    let trusted = snap.trusted_proxies.iter().any(|n| n.contains(&peer));
-    headers::set_forwarded_for(h, &conn.peer_ip, trusted);
+    headers::set_forwarded_for(h, &conn.peer_ip, peer_trusted);
     h.insert(X_FORWARDED_PROTO.clone(), snap.proto.clone());
     if let Some(hv) = host {
         if !h.contains_key(HOST) {

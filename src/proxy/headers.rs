@@ -134,14 +134,25 @@ pub fn join_cookies(h: &mut HeaderMap) {
     }
 }
 
-/// The client a request comes from: the TCP peer, unless the peer is a trusted proxy; then
-/// the right-most `X-Forwarded-For` entry that is not itself a trusted proxy (entries to its
-/// left were written by the client and prove nothing). An entry that is not an IP address
-/// stops the walk at the last trusted hop, so a malformed header never names a stranger.
-pub fn client_ip(h: &HeaderMap, peer: IpAddr, trusted: &[ipnet::IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+/// Whether `ip` (IPv4-mapped IPv6 counted as IPv4) lies in one of `trusted`.
+pub fn is_trusted(ip: IpAddr, trusted: &[ipnet::IpNet]) -> bool {
+    let ip = ip.to_canonical();
+    trusted.iter().any(|n| n.contains(&ip))
+}
+
+/// The client a request comes from: the TCP peer, unless the peer is a trusted proxy
+/// (`peer_trusted`, from [`is_trusted`]); then the right-most `X-Forwarded-For` entry that
+/// is not itself a trusted proxy (entries to its left were written by the client and prove
+/// nothing). An entry that is not an IP address stops the walk at the last trusted hop, so
+/// a malformed header never names a stranger.
+pub fn client_ip(
+    h: &HeaderMap,
+    peer: IpAddr,
+    peer_trusted: bool,
+    trusted: &[ipnet::IpNet],
+) -> IpAddr {
     let mut client = peer.to_canonical();
-    if !is_trusted(&client) {
+    if !peer_trusted {
         return client;
     }
     for v in h.get_all(&X_FORWARDED_FOR).iter().rev() {
@@ -153,7 +164,7 @@ pub fn client_ip(h: &HeaderMap, peer: IpAddr, trusted: &[ipnet::IpNet]) -> IpAdd
                 return client;
             };
             client = ip.to_canonical();
-            if !is_trusted(&client) {
+            if !is_trusted(client, trusted) {
                 return client;
             }
         }
@@ -305,14 +316,15 @@ mod tests {
             ("10.0.0.1", &["203.0.113.9, unknown, 10.1.2.3"], "10.1.2.3"),
         ];
         for (peer, xff, want) in rows {
+            let peer_trusted = is_trusted(ip(peer), &nets);
             assert_eq!(
-                client_ip(&with(xff), ip(peer), &nets),
+                client_ip(&with(xff), ip(peer), peer_trusted, &nets),
                 ip(want),
                 "peer {peer} xff {xff:?}"
             );
         }
         assert_eq!(
-            client_ip(&with(&["203.0.113.9"]), ip("10.0.0.1"), &[]),
+            client_ip(&with(&["203.0.113.9"]), ip("10.0.0.1"), false, &[]),
             ip("10.0.0.1")
         );
     }
