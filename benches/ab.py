@@ -4,7 +4,10 @@ messages): every binary gets the same config, the runs interleave A B A B ... an
 report is per-round requests/s, p99, CPU s/100k requests and the ratio to the first binary.
 
   python3 benches/ab.py --upstream UPSTREAM_BIN [--level info] [--h2 [--h2-shape 100x10]]
-                        [--path /big] [--haproxy] A B ...
+                        [--path /big] [--route basic|api_key|jwt] [--haproxy] A B ...
+
+--route measures that authenticator's route of compare.sh instead of `none`, with the
+same (cached) credential on every request.
 
 --haproxy adds HAProxy (configured as in compare.py) as one more peer, reported after the
 binaries with its ratio to the first one.
@@ -31,6 +34,7 @@ def main():
     ap.add_argument("--h2", action="store_true")
     ap.add_argument("--close", action="store_true")
     ap.add_argument("--haproxy", action="store_true")
+    ap.add_argument("--route", default="none", choices=["none", "basic", "api_key", "jwt"])
     ap.add_argument("--h2-shape", default=f"{c.H2_CONNS}x{c.H2_STREAMS}",
                     help="h2load connections x streams per connection (default: compare.sh's)")
     ap.add_argument("bins", nargs="+")
@@ -43,11 +47,21 @@ def main():
     env = c.client_env(work)
     up = c.start("upstream", [a.upstream, f"127.0.0.1:{c.P_UP}"])
     c.wait_port(c.P_UP, up, "upstream")
+    hdrs = ["Connection: close"] if a.close else []
+    auth = {}
+    if a.route != "none":
+        kinds = c.auth_kinds(a.bins[0], work)
+        if a.route not in kinds:
+            sys.exit(f"could not make a {a.route} credential")
+        auth = {a.route: kinds[a.route]}
+        hdrs += kinds[a.route][1]
+        a.path = f"/{a.route}{a.path}"
     peers = []
     for i, b in enumerate(a.bins):
         port = 18600 + i
         cfg = f"{work}/pc{i}.toml"
-        c.write_none_config(cfg, port, crt, key, a.level)
+        with open(cfg, "w") as f:
+            f.write(c.pc_config(port, port + 100, a.level, auth, crt, key))
         logf = open(f"{work}/log{i}", "w")
         p = c.start(f"pc{i}", [b, "run", "--config", cfg], stderr=logf)
         c.wait_port(port, p, b)
@@ -57,9 +71,9 @@ def main():
             f.write(open(crt).read() + open(key).read())
         ha = c.start_haproxy(work, 18599, 5000)
         peers.append(("HAProxy", ha, f"https://127.0.0.1:18599{a.path}"))
-    hdrs = ["Connection: close"] if a.close else []
     for b, p, url in peers:
-        subprocess.run(["taskset", "-c", "0", "wrk", "-t1", "-c50", "-d2s", url],
+        warm = [x for h in hdrs for x in ("-H", h)]
+        subprocess.run(["taskset", "-c", "0", "wrk", "-t1", "-c50", "-d2s", *warm, url],
                        capture_output=True, env=env)
     res = {b: [] for b, _, _ in peers}
     for rnd in range(a.rounds):

@@ -327,6 +327,37 @@ def b64url(b):
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
 
 
+def auth_kinds(pc, work):
+    """Credentials for the `basic`, `api_key` and `jwt` bench routes, made fresh: kind ->
+    (authenticator TOML, request headers). A kind whose tool fails is left out."""
+    kinds = {}  # kind -> (authenticator TOML, request headers)
+    r = sh([pc, "hash-password"], input="bench-password\n")
+    if r.returncode == 0:
+        h = r.stdout.strip()
+        cred = base64.b64encode(b"bench:bench-password").decode()
+        kinds["basic"] = (f'kind = "basic"\nrealm = "bench"\nusers = {{ bench = "{h}" }}\n',
+                          [f"Authorization: Basic {cred}"])
+    r = sh([pc, "gen-api-key"])
+    if r.returncode == 0 and len(r.stdout.split()) == 2:
+        k, h = r.stdout.split()
+        kinds["api_key"] = (f'kind = "api_key"\nheader = "X-API-Key"\n'
+                            f'keys = [{{ id = "bench", hash = "{h}" }}]\n', [f"X-API-Key: {k}"])
+    jkey, jpub = os.path.join(work, "jwt.key"), os.path.join(work, "jwt.pub")
+    if sh(["openssl", "genrsa", "-out", jkey, "2048"]).returncode == 0 and \
+            sh(["openssl", "rsa", "-in", jkey, "-pubout", "-out", jpub]).returncode == 0:
+        hdr = b64url(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+        claims = {"sub": "bench", "iss": "https://bench.example/", "aud": "bench",
+                  "iat": int(time.time()), "exp": int(time.time()) + 86400, "scope": "bench"}
+        body = b64url(json.dumps(claims).encode())
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", jkey],
+                             input=f"{hdr}.{body}".encode(), capture_output=True).stdout
+        token = f"{hdr}.{body}.{b64url(sig)}"
+        kinds["jwt"] = (f'kind = "jwt"\nissuer = "https://bench.example/"\naudiences = ["bench"]\n'
+                        f'public_key_file = "{jpub}"\nalgorithms = ["RS256"]\n',
+                        [f"Authorization: Bearer {token}"])
+    return kinds
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--portcullis", required=True)
@@ -446,34 +477,8 @@ https://127.0.0.1:{P_CADDY} {{
         log("caddy not installed: skipped")
 
     # --- portcullis ---------------------------------------------------------------------
-    kinds = {}   # kind -> (authenticator toml, request headers, route prefix)
+    kinds = auth_kinds(pc, work)
     skipped = []
-    r = sh([pc, "hash-password"], input="bench-password\n")
-    if r.returncode == 0:
-        h = r.stdout.strip()
-        cred = base64.b64encode(b"bench:bench-password").decode()
-        kinds["basic"] = (f'kind = "basic"\nrealm = "bench"\nusers = {{ bench = "{h}" }}\n',
-                          [f"Authorization: Basic {cred}"])
-    r = sh([pc, "gen-api-key"])
-    if r.returncode == 0 and len(r.stdout.split()) == 2:
-        k, h = r.stdout.split()
-        kinds["api_key"] = (f'kind = "api_key"\nheader = "X-API-Key"\n'
-                            f'keys = [{{ id = "bench", hash = "{h}" }}]\n', [f"X-API-Key: {k}"])
-    jkey, jpub = os.path.join(work, "jwt.key"), os.path.join(work, "jwt.pub")
-    if sh(["openssl", "genrsa", "-out", jkey, "2048"]).returncode == 0 and \
-            sh(["openssl", "rsa", "-in", jkey, "-pubout", "-out", jpub]).returncode == 0:
-        hdr = b64url(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
-        claims = {"sub": "bench", "iss": "https://bench.example/", "aud": "bench",
-                  "iat": int(time.time()), "exp": int(time.time()) + 86400, "scope": "bench"}
-        body = b64url(json.dumps(claims).encode())
-        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", jkey],
-                             input=f"{hdr}.{body}".encode(), capture_output=True).stdout
-        token = f"{hdr}.{body}.{b64url(sig)}"
-        kinds["jwt"] = (f'kind = "jwt"\nissuer = "https://bench.example/"\naudiences = ["bench"]\n'
-                        f'public_key_file = "{jpub}"\nalgorithms = ["RS256"]\n',
-                        [f"Authorization: Bearer {token}"])
-
-
     supported = {}
     for kind, v in kinds.items():
         path = os.path.join(work, f"check-{kind}.toml")

@@ -5,9 +5,10 @@ Wall-clock load runs on a shared 2-core machine swing +-15 % per round; an instr
 count does not, so a hot-path change of a few per cent shows here first (then confirm it
 with benches/ab.py). Kernel work (syscalls, the TCP stack) is not counted.
 
-  python3 benches/instructions.py --upstream UPSTREAM_BIN [--h1] [-n 20000] A [B ...]
+  python3 benches/instructions.py --upstream UPSTREAM_BIN [--h1] [--route KIND] [-n 20000] A [B ...]
 
-Each binary runs the `none` route of benches/ab.py under callgrind; h2load (HTTP/2,
+Each binary runs the `none` route of benches/ab.py (or, with --route basic|api_key|jwt,
+that route of compare.sh with its cached credential on every request) under callgrind; h2load (HTTP/2,
 10 connections x 32 streams, or --h1: 50 HTTP/1.1 keep-alive connections) sends a 3,000
 request warm-up, the counters are zeroed, then N requests are counted.
 """
@@ -30,6 +31,7 @@ def main():
     ap.add_argument("--upstream", required=True)
     ap.add_argument("--h1", action="store_true")
     ap.add_argument("-n", type=int, default=20000)
+    ap.add_argument("--route", default="none", choices=["none", "basic", "api_key", "jwt"])
     ap.add_argument("bins", nargs="+")
     a = ap.parse_args()
     if not c.sh(["which", "valgrind"]).stdout:
@@ -40,10 +42,21 @@ def main():
     up = c.start("upstream", [a.upstream, f"127.0.0.1:{c.P_UP}"])
     c.wait_port(c.P_UP, up, "upstream")
     cfg = os.path.join(work, "pc.toml")
-    c.write_none_config(cfg, PORT, f"{work}/server.crt", f"{work}/server.key")
     load = ["taskset", "-c", c.LOADGEN_CPU, "h2load", "-t1"]
     load += ["--h1", "-c50"] if a.h1 else ["-c10", "-m32"]
     url = f"https://127.0.0.1:{PORT}/"
+    if a.route == "none":
+        c.write_none_config(cfg, PORT, f"{work}/server.crt", f"{work}/server.key")
+    else:
+        kinds = c.auth_kinds(a.bins[0], work)
+        if a.route not in kinds:
+            sys.exit(f"could not make a {a.route} credential")
+        with open(cfg, "w") as f:
+            f.write(c.pc_config(PORT, PORT + 100, "warn", {a.route: kinds[a.route]},
+                                f"{work}/server.crt", f"{work}/server.key"))
+        for h in kinds[a.route][1]:
+            load += ["-H", h]
+        url += f"{a.route}/x"
     for b in a.bins:
         out = os.path.join(work, os.path.basename(b) + ".cg")
         p = c.start(os.path.basename(b), ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
@@ -65,7 +78,8 @@ def main():
                 if line.startswith("summary:"):
                     total = int(line.split()[1])
         print(f"{b}: {total / a.n:,.0f} instructions per request "
-              f"({'HTTP/1.1' if a.h1 else 'HTTP/2'}, {a.n} requests)", flush=True)
+              f"({'HTTP/1.1' if a.h1 else 'HTTP/2'}, route {a.route}, {a.n} requests; "
+              f"profile: callgrind_annotate {out}.1)", flush=True)
 
 
 if __name__ == "__main__":
