@@ -90,14 +90,16 @@ fn bench_jwt(c: &mut Criterion) {
         let mut p = Problems::default();
         let a = jwt::build("idp", &r, "a", &ctx(), &mut p).unwrap();
         assert!(matches!(
-            ready(a.authenticate_token(&token)),
+            ready(a.authenticate_token(token.as_str().into())),
             Outcome::Admit(_)
         ));
         c.bench_function(&format!("jwt/cached_{name}_check"), |b| {
-            b.iter(|| match ready(a.authenticate_token(black_box(&token))) {
-                Outcome::Admit(id) => id,
-                _ => panic!("not admitted"),
-            })
+            b.iter(
+                || match ready(a.authenticate_token(black_box(token.as_str()).into())) {
+                    Outcome::Admit(id) => id,
+                    _ => panic!("not admitted"),
+                },
+            )
         });
     }
 }
@@ -140,9 +142,9 @@ fn bench_introspection(c: &mut Criterion) {
     let a = introspection::build("opaque", &r, "a", &ctx(), &mut p).unwrap();
     let token = "opaque-token-0123456789abcdef0123456789abcdef";
     let _guard = rt.enter();
-    assert!(rt.block_on(a.verdict(token)).is_some());
+    assert!(rt.block_on(a.verdict(token.into())).is_some());
     c.bench_function("introspection/cached_check", |b| {
-        b.iter(|| ready(a.verdict(black_box(token))).unwrap())
+        b.iter(|| ready(a.verdict(black_box(token).into())).unwrap())
     });
 }
 

@@ -2,8 +2,10 @@
 //! challenges, turning verified claims into an [`Identity`], and the options both kinds
 //! accept (`realm`, `forward_token`, `forward_claims`).
 //!
-//! Invariants: a token longer than [`MAX_TOKEN_BYTES`] or outside the RFC 6750 `b64token`
-//! alphabet is refused before any parsing; another scheme is "absent", not "invalid", so an
+//! Invariants: a token longer than [`MAX_TOKEN_BYTES`] is refused unread; one outside the
+//! RFC 6750 `b64token` alphabet is refused before any parsing or IdP call ([`Token::checked`],
+//! after the cache lookup: only checked tokens are ever cached, so a hit needs no second
+//! pass over the bytes); another scheme is "absent", not "invalid", so an
 //! any-of can try the next method; headers named by `forward_claims` are always stripped
 //! from the request, so a caller cannot supply them when the token lacks the claim.
 
@@ -25,10 +27,43 @@ pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 pub enum Bearer<'a> {
     /// No `Authorization`, or another scheme.
     Absent,
-    /// `Bearer` with an empty, oversize, ambiguous or malformed token.
+    /// `Bearer` with an empty, oversize or ambiguous token.
     Malformed,
-    /// A well-formed token.
-    Token(&'a str),
+    /// A token, its alphabet not yet checked.
+    Token(Token<'a>),
+}
+
+/// A bearer token as sent: non-empty and at most [`MAX_TOKEN_BYTES`]. Its bytes may key a
+/// cache lookup; anything else must go through [`Token::checked`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Token<'a>(&'a [u8]);
+
+impl<'a> Token<'a> {
+    /// The raw bytes (for cache keys).
+    pub fn bytes(self) -> &'a [u8] {
+        self.0
+    }
+
+    /// The token if it is an RFC 6750 `b64token` (`=` only as trailing padding).
+    pub fn checked(self) -> Option<&'a str> {
+        let padding = self.0.iter().rev().take_while(|c| **c == b'=').count();
+        let body = &self.0[..self.0.len() - padding];
+        // No early exit: one pass of loads and ANDs is cheaper than a branch per byte.
+        if body.is_empty()
+            || !body
+                .iter()
+                .fold(true, |ok, c| ok & B64TOKEN[usize::from(*c)])
+        {
+            return None;
+        }
+        std::str::from_utf8(self.0).ok()
+    }
+}
+
+impl<'a> From<&'a str> for Token<'a> {
+    fn from(s: &'a str) -> Self {
+        Token(s.as_bytes())
+    }
 }
 
 /// The RFC 6750 `b64token` alphabet without its trailing `=` padding, as a table: the
@@ -61,24 +96,10 @@ pub fn bearer(headers: &HeaderMap) -> Bearer<'_> {
         return Bearer::Malformed;
     }
     let token = rest.trim_ascii();
-    if token.len() > MAX_TOKEN_BYTES {
+    if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
         return Bearer::Malformed;
     }
-    // `=` is only padding at the end.
-    let padding = token.iter().rev().take_while(|c| **c == b'=').count();
-    let body = &token[..token.len() - padding];
-    // No early exit: one pass of loads and ANDs is cheaper than a branch per byte.
-    if body.is_empty()
-        || !body
-            .iter()
-            .fold(true, |ok, c| ok & B64TOKEN[usize::from(*c)])
-    {
-        return Bearer::Malformed;
-    }
-    match std::str::from_utf8(token) {
-        Ok(t) => Bearer::Token(t),
-        Err(_) => Bearer::Malformed,
-    }
+    Bearer::Token(Token(token))
 }
 
 /// Precomputed `WWW-Authenticate` values of one token authenticator.
@@ -269,13 +290,19 @@ mod tests {
         m
     }
 
+    /// The token as the authenticators see it: read, then checked.
+    fn token(m: &HeaderMap) -> Result<&str, Bearer<'_>> {
+        match bearer(m) {
+            Bearer::Token(t) => t.checked().ok_or(Bearer::Malformed),
+            other => Err(other),
+        }
+    }
+
     #[test]
     fn reads_bearer_token() {
-        assert_eq!(
-            bearer(&h("Bearer abc.def.ghi")),
-            Bearer::Token("abc.def.ghi")
-        );
-        assert_eq!(bearer(&h("bearer abc==")), Bearer::Token("abc=="));
+        assert_eq!(token(&h("Bearer abc.def.ghi")), Ok("abc.def.ghi"));
+        assert_eq!(token(&h("bearer abc==")), Ok("abc=="));
+        assert_eq!(token(&h("Bearer a=")), Ok("a="));
     }
 
     #[test]
@@ -288,21 +315,25 @@ mod tests {
     #[test]
     fn rejects_malformed_tokens() {
         assert_eq!(bearer(&h("Bearer")), Bearer::Malformed);
-        assert_eq!(bearer(&h("Bearer a b")), Bearer::Malformed);
-        assert_eq!(bearer(&h("Bearer a=b")), Bearer::Malformed);
-        assert_eq!(bearer(&h("Bearer ===")), Bearer::Malformed);
-        assert_eq!(bearer(&h("Bearer a\"b")), Bearer::Malformed);
-        assert_eq!(bearer(&h("Bearer a=")), Bearer::Token("a="));
-        assert_eq!(bearer(&h("Bearer =a")), Bearer::Malformed);
+        assert_eq!(bearer(&h("Bearer   ")), Bearer::Malformed);
+        let big = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
+        assert_eq!(bearer(&h(&big)), Bearer::Malformed);
+        for bad in [
+            "Bearer a b",
+            "Bearer a=b",
+            "Bearer ===",
+            "Bearer =a",
+            "Bearer a\"b",
+            "Bearer a,b",
+        ] {
+            assert_eq!(token(&h(bad)), Err(Bearer::Malformed), "{bad}");
+        }
         let mut m = HeaderMap::new();
         m.insert(
             AUTHORIZATION,
             HeaderValue::from_bytes(b"Bearer a\xe9b").unwrap(),
         );
-        assert_eq!(bearer(&m), Bearer::Malformed);
-        assert_eq!(bearer(&h("Bearer a,b")), Bearer::Malformed);
-        let big = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
-        assert_eq!(bearer(&h(&big)), Bearer::Malformed);
+        assert_eq!(token(&m), Err(Bearer::Malformed));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use hyper_util::client::legacy::Client;
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
-use super::bearer::{Bearer, TokenOptions, bearer};
+use super::bearer::{Bearer, Token, TokenOptions, bearer};
 use super::jwks::idp_client;
 use super::token_cache::{MemoryStore, TokenKey, TokenStore, token_key};
 use super::{AuthMethod, BuildContext, Consumes, Identity, Outcome, RejectReason, RequestView};
@@ -137,11 +137,15 @@ impl Introspection {
 
     /// The verdict on `token`: cached, or from one (shared) call; `None` when the
     /// endpoint cannot answer.
-    pub async fn verdict(&self, token: &str) -> Option<Verdict> {
-        let key = token_key(token);
+    pub async fn verdict(&self, token: Token<'_>) -> Option<Verdict> {
+        let key = token_key(token.bytes());
         if let Some(v) = self.cache.get(&key) {
             return Some(v);
         }
+        let Some(token) = token.checked() else {
+            // Never sent to the endpoint, and not cached.
+            return Some(Verdict::Inactive);
+        };
         let flight: Flight = self.inflight.entry(key).or_default().clone();
         // Removes the in-flight entry however this future ends (even if the caller is
         // cancelled), so abandoned flights cannot accumulate.

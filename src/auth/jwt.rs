@@ -22,7 +22,7 @@ use http::header::HeaderValue;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
-use super::bearer::{Bearer, TokenOptions, bearer};
+use super::bearer::{Bearer, Token, TokenOptions, bearer};
 use super::jwks::{KeySet, Lookup, RemoteJwks, RemoteSettings, idp_client};
 use super::token_cache::{MemoryStore, TokenStore, token_key};
 use super::{AuthMethod, BuildContext, Consumes, Identity, Outcome, RejectReason, RequestView};
@@ -96,11 +96,14 @@ impl Jwt {
     }
 
     /// Verifies one bearer token (cache first).
-    pub async fn authenticate_token(&self, token: &str) -> Outcome {
-        let key = token_key(token);
+    pub async fn authenticate_token(&self, token: Token<'_>) -> Outcome {
+        let key = token_key(token.bytes());
         if let Some(id) = self.cache.get(&key) {
             return Outcome::Admit((*id).clone());
         }
+        let Some(token) = token.checked() else {
+            return reject();
+        };
         let Ok(header) = jsonwebtoken::decode_header(token) else {
             return reject();
         };

@@ -15,8 +15,8 @@ use sha2::{Digest, Sha256};
 pub type TokenKey = [u8; 32];
 
 /// The cache key of a token.
-pub fn token_key(token: &str) -> TokenKey {
-    Sha256::digest(token.as_bytes()).into()
+pub fn token_key(token: &[u8]) -> TokenKey {
+    Sha256::digest(token).into()
 }
 
 /// A store of token verdicts with per-entry deadlines.
@@ -99,24 +99,24 @@ mod tests {
     #[test]
     fn returns_fresh_entries() {
         let s = MemoryStore::new(4);
-        s.put(token_key("a"), 1, Duration::from_secs(60));
-        assert_eq!(s.get(&token_key("a")), Some(1));
-        assert_eq!(s.get(&token_key("b")), None);
+        s.put(token_key(b"a"), 1, Duration::from_secs(60));
+        assert_eq!(s.get(&token_key(b"a")), Some(1));
+        assert_eq!(s.get(&token_key(b"b")), None);
     }
 
     #[test]
     fn forgets_expired_entries() {
         let s = MemoryStore::new(4);
-        s.put(token_key("a"), 1, Duration::from_nanos(1));
+        s.put(token_key(b"a"), 1, Duration::from_nanos(1));
         std::thread::sleep(Duration::from_millis(2));
-        assert_eq!(s.get(&token_key("a")), None);
+        assert_eq!(s.get(&token_key(b"a")), None);
         assert!(s.is_empty());
     }
 
     #[test]
     fn zero_ttl_stores_nothing() {
         let s = MemoryStore::new(4);
-        s.put(token_key("a"), 1, Duration::ZERO);
+        s.put(token_key(b"a"), 1, Duration::ZERO);
         assert!(s.is_empty());
     }
 
@@ -124,9 +124,13 @@ mod tests {
     fn stays_bounded() {
         let s = MemoryStore::new(16);
         for i in 0..1000 {
-            s.put(token_key(&i.to_string()), i, Duration::from_secs(60));
+            s.put(
+                token_key(i.to_string().as_bytes()),
+                i,
+                Duration::from_secs(60),
+            );
         }
         assert!(s.len() <= 16);
-        assert_eq!(s.get(&token_key("999")), Some(999));
+        assert_eq!(s.get(&token_key(b"999")), Some(999));
     }
 }
