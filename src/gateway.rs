@@ -20,7 +20,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 
-use crate::auth::RequestView;
+use crate::auth::{Identity, RequestView};
 use crate::conn::ConnInfo;
 use crate::error::Refusal;
 use crate::metrics::Metrics;
@@ -105,7 +105,8 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 struct Trace {
     route: Option<usize>,
     auth_method: Cow<'static, str>,
-    subject: String,
+    /// Whose subject the access log names.
+    subject: Option<Arc<Identity>>,
 }
 
 /// Serves one request. Never fails: errors become responses.
@@ -123,7 +124,7 @@ pub async fn handle(
     let mut trace = Trace {
         route: None,
         auth_method: Cow::Borrowed(""),
-        subject: String::new(),
+        subject: None,
     };
 
     let resp = match process(&shared, &snap, &conn, req, &request_id_value, &mut trace).await {
@@ -150,7 +151,7 @@ pub async fn handle(
         } else {
             &trace.auth_method
         },
-        subject: &trace.subject,
+        subject: trace.subject.as_ref().map_or("", |i| i.subject.as_str()),
         client_ip: conn.peer.ip(),
     });
     Ok(resp)
@@ -263,7 +264,7 @@ async fn process(
         [one] => Cow::Borrowed(one.method.as_str()),
         _ => Cow::Owned(admitted.methods()),
     };
-    trace.subject = admitted.subject().to_owned();
+    trace.subject = admitted.subject_identity().cloned();
 
     // Upgrade (WebSocket): only on HTTP/1.1 with `Connection: upgrade`.
     // Only WebSocket: other protocols (h2c, TLS) would turn an authenticated request into
@@ -306,9 +307,9 @@ async fn process(
         h.remove(&X_FORWARDED_HOST);
     }
     h.insert(X_REQUEST_ID.clone(), request_id.clone());
-    let subject = admitted.subject();
-    if !subject.is_empty() {
-        let v = HeaderValue::from_str(subject).map_err(|_| Refusal::Unauthorized {
+    if let Some(id) = admitted.subject_identity() {
+        // A subject that cannot be sent as a header (control characters) is refused.
+        let v = id.subject_value.clone().ok_or(Refusal::Unauthorized {
             challenges: Vec::new(),
         })?;
         h.insert(X_AUTH_SUBJECT.clone(), v);
@@ -320,11 +321,8 @@ async fn process(
     if let Ok(v) = method_value {
         h.insert(X_AUTH_METHOD.clone(), v);
     }
-    let scopes = admitted.scopes();
-    if !scopes.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&scopes.join(" ")) {
-            h.insert(X_AUTH_SCOPES.clone(), v);
-        }
+    if let Some(v) = admitted.scopes_value() {
+        h.insert(X_AUTH_SCOPES.clone(), v.into_owned());
     }
     for id in &admitted.identities {
         for (k, v) in &id.headers {

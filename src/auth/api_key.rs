@@ -41,8 +41,8 @@ enum Source {
 /// One configured key.
 struct Entry {
     digest: [u8; 32],
-    id: Arc<str>,
-    scopes: Arc<[String]>,
+    /// What the key is admitted as (`id`, `scopes`).
+    identity: Arc<Identity>,
     expires: Option<OffsetDateTime>,
 }
 
@@ -50,6 +50,10 @@ struct Entry {
 pub struct ApiKey {
     source: Source,
     keys: HashMap<[u8; 32], Entry>,
+}
+
+fn identity(id: &str, scopes: Vec<String>) -> Arc<Identity> {
+    Arc::new(Identity::new(AuthMethod::ApiKey, id).with_scopes(Arc::from(scopes)))
 }
 
 /// Parses `sha256:<64 hex>` into a digest.
@@ -190,8 +194,7 @@ impl ApiKey {
                         digest,
                         Entry {
                             digest,
-                            id: Arc::from(k.id.as_str()),
-                            scopes: Arc::from(scopes),
+                            identity: identity(&k.id, scopes),
                             expires,
                         },
                     );
@@ -220,8 +223,7 @@ impl ApiKey {
                 digest,
                 Entry {
                     digest,
-                    id: Arc::from(id.as_str()),
-                    scopes: Arc::from(scopes.clone()),
+                    identity: identity(id, scopes.clone()),
                     expires: None,
                 },
             );
@@ -281,7 +283,7 @@ impl ApiKey {
     /// The lookup alone: the matching key's id when `key` is configured and not expired.
     pub fn lookup(&self, key: &[u8]) -> Option<&str> {
         match self.check(key, OffsetDateTime::now_utc()) {
-            Ok(e) => Some(&e.id),
+            Ok(e) => Some(e.identity.subject.as_str()),
             Err(_) => None,
         }
     }
@@ -313,11 +315,7 @@ impl ApiKey {
             return Outcome::Reject(RejectReason::Invalid);
         };
         match self.check(&key, OffsetDateTime::now_utc()) {
-            Ok(e) => {
-                let mut id = Identity::new(AuthMethod::ApiKey, &*e.id);
-                id.scopes = e.scopes.clone();
-                Outcome::Admit(id)
-            }
+            Ok(e) => Outcome::Admit(e.identity.clone()),
             Err(reason) => {
                 throttle.failure(None);
                 Outcome::Reject(reason)

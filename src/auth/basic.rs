@@ -189,7 +189,8 @@ fn default_dummy() -> Option<Stored> {
 
 /// The configured users.
 struct Users {
-    names: Vec<Arc<str>>,
+    /// What each user is admitted as, by index.
+    identities: Vec<Arc<Identity>>,
     hashes: Vec<Stored>,
     index: HashMap<String, usize>,
     dummy: Stored,
@@ -506,13 +507,13 @@ impl Basic {
         cache_ttl: Duration,
         cache_size: usize,
     ) -> Result<Basic, String> {
-        let mut names = Vec::with_capacity(users.len());
+        let mut identities = Vec::with_capacity(users.len());
         let mut hashes = Vec::with_capacity(users.len());
         let mut index = HashMap::with_capacity(users.len());
         for (user, hash) in users {
             let stored = Stored::parse(hash).map_err(|e| format!("user \"{user}\": {e}"))?;
             index.insert(user.clone(), hashes.len());
-            names.push(Arc::from(user.as_str()));
+            identities.push(Arc::new(Identity::new(AuthMethod::Basic, user.as_str())));
             hashes.push(stored);
         }
         // The dummy mirrors the first argon2 user (else the first user, else defaults).
@@ -531,7 +532,7 @@ impl Basic {
             name: Arc::from(name),
             challenge,
             users: Arc::new(Users {
-                names,
+                identities,
                 hashes,
                 index,
                 dummy,
@@ -556,8 +557,8 @@ impl Basic {
     pub fn verify_cached(&self, user: &str, password: &[u8]) -> Option<&str> {
         self.cache
             .get(user, password, Instant::now())
-            .and_then(|i| self.users.names.get(i))
-            .map(|n| &**n)
+            .and_then(|i| self.users.identities.get(i))
+            .map(|id| id.subject.as_str())
     }
 
     /// The uncached check, run on the calling thread (benches): hashes and, on success,
@@ -674,8 +675,8 @@ impl Basic {
     }
 
     fn admit(&self, index: usize) -> Outcome {
-        match self.users.names.get(index) {
-            Some(n) => Outcome::Admit(Identity::new(AuthMethod::Basic, &**n)),
+        match self.users.identities.get(index) {
+            Some(id) => Outcome::Admit(id.clone()),
             None => Outcome::Reject(RejectReason::Invalid),
         }
     }

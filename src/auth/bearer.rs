@@ -237,8 +237,7 @@ impl TokenOptions {
             .find_map(|k| claims.get(*k).and_then(Value::as_str))
             .unwrap_or("")
             .to_string();
-        let mut id = Identity::new(method, subject);
-        id.scopes = scopes(&claims);
+        let mut id = Identity::new(method, subject).with_scopes(scopes(&claims));
         id.cnf_x5t_s256 = claims
             .get("cnf")
             .and_then(|c| c.get("x5t#S256"))

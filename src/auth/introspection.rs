@@ -129,7 +129,7 @@ impl Introspection {
             Bearer::Token(t) => t,
         };
         match self.verdict(token).await {
-            Some(Verdict::Active(id)) => Outcome::Admit((*id).clone()),
+            Some(Verdict::Active(id)) => Outcome::Admit(id),
             Some(Verdict::Inactive) => Outcome::Reject(RejectReason::InvalidToken),
             None => Outcome::Unavailable,
         }

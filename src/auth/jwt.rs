@@ -99,7 +99,7 @@ impl Jwt {
     pub async fn authenticate_token(&self, token: Token<'_>) -> Outcome {
         let key = token_key(token.bytes());
         if let Some(id) = self.cache.get(&key) {
-            return Outcome::Admit((*id).clone());
+            return Outcome::Admit(id);
         }
         let Some(token) = token.checked() else {
             return reject();
@@ -149,8 +149,8 @@ impl Jwt {
         };
         let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
         let ttl = Duration::from_secs(exp.saturating_sub(unix_now())).min(MAX_CACHE_TTL);
-        let id = self.options.identity(AuthMethod::Jwt, claims);
-        self.cache.put(key, Arc::new(id.clone()), ttl);
+        let id = Arc::new(self.options.identity(AuthMethod::Jwt, claims));
+        self.cache.put(key, id.clone(), ttl);
         Outcome::Admit(id)
     }
 

@@ -59,15 +59,20 @@ impl AuthMethod {
     }
 }
 
-/// A verified identity produced by one authenticator.
+/// A verified identity produced by one authenticator. Authenticators hand out shared
+/// ones (`Arc`): a cached credential's identity, and its header values, are made once.
 #[derive(Clone, Debug)]
 pub struct Identity {
     /// Which method admitted.
     pub method: AuthMethod,
     /// `X-Auth-Subject`; empty for `none`.
     pub subject: String,
-    /// Granted scopes.
+    /// `subject` as a header value; `None` when empty or not a valid header value.
+    pub subject_value: Option<HeaderValue>,
+    /// Granted scopes (set with [`Identity::with_scopes`]).
     pub scopes: Arc<[String]>,
+    /// `scopes` space-joined as a header value; `None` when there are none.
+    pub scopes_value: Option<HeaderValue>,
     /// Token claims (jwt, introspection) for `require.claims`.
     pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
     /// RFC 8705 `cnf.x5t#S256` of a certificate-bound token.
@@ -87,15 +92,31 @@ fn no_scopes() -> Arc<[String]> {
 impl Identity {
     /// An identity with no scopes, claims or extra headers.
     pub fn new(method: AuthMethod, subject: impl Into<String>) -> Self {
+        let subject: String = subject.into();
         Identity {
             method,
-            subject: subject.into(),
+            subject_value: HeaderValue::from_str(&subject)
+                .ok()
+                .filter(|_| !subject.is_empty()),
+            subject,
             scopes: no_scopes(),
+            scopes_value: None,
             claims: None,
             cnf_x5t_s256: None,
             headers: Vec::new(),
             keep_authorization: false,
         }
+    }
+
+    /// The identity granting `scopes`.
+    pub fn with_scopes(mut self, scopes: Arc<[String]>) -> Self {
+        self.scopes_value = if scopes.is_empty() {
+            None
+        } else {
+            HeaderValue::from_str(&scopes.join(" ")).ok()
+        };
+        self.scopes = scopes;
+        self
     }
 }
 
@@ -114,7 +135,7 @@ pub enum RejectReason {
 #[derive(Debug)]
 pub enum Outcome {
     /// Verified.
-    Admit(Identity),
+    Admit(Arc<Identity>),
     /// No credential of this kind on the request.
     Absent,
     /// A credential of this kind, and it is wrong.

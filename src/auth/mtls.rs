@@ -26,6 +26,8 @@
 //! | `EMAIL:ops@example.org` | an email SAN; local part exact, domain case-insensitive |
 //! | `SHA256:ab:cd:...` | the SHA-256 fingerprint of the DER certificate (hex, any case, colons allowed) |
 
+use std::sync::Arc;
+
 use super::{AuthMethod, Identity, Outcome, RequestView};
 use crate::conn::ClientCert;
 
@@ -93,7 +95,7 @@ impl Mtls {
             return Outcome::Absent;
         };
         if self.allows(cert) {
-            Outcome::Admit(Identity::new(AuthMethod::Mtls, subject(cert)))
+            Outcome::Admit(Arc::new(Identity::new(AuthMethod::Mtls, subject(cert))))
         } else {
             Outcome::Forbidden
         }

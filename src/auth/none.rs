@@ -1,6 +1,8 @@
 //! `kind = "none"`: a public route. Admits every request with an empty subject; the
 //! pipeline still strips any client-sent identity headers.
 
+use std::sync::{Arc, LazyLock};
+
 use super::{AuthMethod, Identity, Outcome, RequestView};
 
 /// The public authenticator.
@@ -9,6 +11,8 @@ pub struct NoneAuth;
 impl NoneAuth {
     /// Always admits.
     pub fn authenticate(&self, _req: &RequestView<'_>) -> Outcome {
-        Outcome::Admit(Identity::new(AuthMethod::None, ""))
+        static ANYONE: LazyLock<Arc<Identity>> =
+            LazyLock::new(|| Arc::new(Identity::new(AuthMethod::None, "")));
+        Outcome::Admit(ANYONE.clone())
     }
 }

@@ -16,6 +16,7 @@
 //! An empty list cannot reach here: validation refuses it. After admission, `require`
 //! checks scopes (union over identities), claims and certificate binding -> 403.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,7 +79,7 @@ pub struct Pipeline {
 #[derive(Debug)]
 pub struct Admitted {
     /// One identity per admitting authenticator (one for any-of), inline when one.
-    pub identities: SmallVec<[Identity; 1]>,
+    pub identities: SmallVec<[Arc<Identity>; 1]>,
 }
 
 impl Admitted {
@@ -96,11 +97,26 @@ impl Admitted {
 
     /// `X-Auth-Subject`: the first non-empty subject.
     pub fn subject(&self) -> &str {
-        self.identities
-            .iter()
-            .map(|i| i.subject.as_str())
-            .find(|s| !s.is_empty())
-            .unwrap_or("")
+        self.subject_identity().map_or("", |i| i.subject.as_str())
+    }
+
+    /// The identity whose subject is `X-Auth-Subject`.
+    pub fn subject_identity(&self) -> Option<&Arc<Identity>> {
+        self.identities.iter().find(|i| !i.subject.is_empty())
+    }
+
+    /// `X-Auth-Scopes`: the union of scopes, space-joined (one identity's is made once).
+    pub fn scopes_value(&self) -> Option<Cow<'_, HeaderValue>> {
+        if let [one] = self.identities.as_slice() {
+            return one.scopes_value.as_ref().map(Cow::Borrowed);
+        }
+        let scopes = self.scopes();
+        if scopes.is_empty() {
+            return None;
+        }
+        HeaderValue::from_str(&scopes.join(" "))
+            .ok()
+            .map(Cow::Owned)
     }
 
     /// Whether a consumed header must be kept (`forward_token`).
@@ -355,7 +371,7 @@ mod tests {
     }
 
     fn admit() -> Outcome {
-        Outcome::Admit(Identity::new(AuthMethod::None, "x"))
+        Outcome::Admit(Arc::new(Identity::new(AuthMethod::None, "x")))
     }
 
     fn locked(s: u64) -> Outcome {
@@ -476,15 +492,25 @@ mod tests {
 
     #[test]
     fn admitted_joins_methods_and_unions_scopes() {
-        let mut a = Identity::new(AuthMethod::Mtls, "spiffe://x/a");
-        a.scopes = Arc::from(vec!["r".to_string()]);
-        let mut b = Identity::new(AuthMethod::Basic, "alice");
-        b.scopes = Arc::from(vec!["w".to_string(), "r".to_string()]);
+        let a = Identity::new(AuthMethod::Mtls, "spiffe://x/a")
+            .with_scopes(Arc::from(vec!["r".to_string()]));
+        let b = Identity::new(AuthMethod::Basic, "alice")
+            .with_scopes(Arc::from(vec!["w".to_string(), "r".to_string()]));
+        let one = Admitted {
+            identities: smallvec![Arc::new(b.clone())],
+        };
+        assert_eq!(one.scopes_value().unwrap().as_ref(), "w r");
         let adm = Admitted {
-            identities: smallvec![a, b],
+            identities: smallvec![Arc::new(a), Arc::new(b)],
         };
         assert_eq!(adm.methods(), "mtls,basic");
         assert_eq!(adm.subject(), "spiffe://x/a");
         assert_eq!(adm.scopes(), vec!["r", "w"]);
+        assert_eq!(adm.scopes_value().unwrap().as_ref(), "r w");
+        let none = Admitted {
+            identities: smallvec![Arc::new(Identity::new(AuthMethod::None, ""))],
+        };
+        assert_eq!(none.subject_identity().map(|i| i.subject.as_str()), None);
+        assert!(none.scopes_value().is_none());
     }
 }
