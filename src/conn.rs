@@ -13,6 +13,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
+use crate::auth::memo::Memo;
+
 /// Facts about one accepted connection.
 #[derive(Debug)]
 pub struct ConnInfo {
@@ -26,6 +28,8 @@ pub struct ConnInfo {
     pub client_cert: Option<Arc<ClientCert>>,
     /// Where an HTTP/1.1 connection hands its stream to a WebSocket tunnel.
     pub upgrade: UpgradeSlot,
+    /// The last bearer token a token authenticator admitted on this connection.
+    pub memo: Memo,
 }
 
 impl ConnInfo {
@@ -37,6 +41,7 @@ impl ConnInfo {
             tls,
             client_cert,
             upgrade: UpgradeSlot::default(),
+            memo: Memo::default(),
         }
     }
 

@@ -10,7 +10,7 @@
 //! client secret is never logged.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use bytes::Bytes;
@@ -24,6 +24,7 @@ use tokio::sync::OnceCell;
 
 use super::bearer::{Bearer, Token, TokenOptions, bearer};
 use super::jwks::idp_client;
+use super::memo::{Memo, owner_id};
 use super::token_cache::{MemoryStore, TokenKey, TokenStore, token_key};
 use super::{AuthMethod, BuildContext, Consumes, Identity, Outcome, RejectReason, RequestView};
 use crate::config::secret::{self, Secret, Sources};
@@ -85,6 +86,8 @@ pub struct Introspection {
     audiences: Option<Vec<String>>,
     options: TokenOptions,
     cache: Box<dyn TokenStore<Verdict>>,
+    /// This instance's id in connection memos.
+    memo_owner: u64,
     inflight: DashMap<TokenKey, Flight>,
 }
 
@@ -128,18 +131,25 @@ impl Introspection {
             Bearer::Malformed => return Outcome::Reject(RejectReason::InvalidToken),
             Bearer::Token(t) => t,
         };
-        match self.verdict(token).await {
+        match self.verdict(token, &req.conn.memo).await {
             Some(Verdict::Active(id)) => Outcome::Admit(id),
             Some(Verdict::Inactive) => Outcome::Reject(RejectReason::InvalidToken),
             None => Outcome::Unavailable,
         }
     }
 
-    /// The verdict on `token`: cached, or from one (shared) call; `None` when the
-    /// endpoint cannot answer.
-    pub async fn verdict(&self, token: Token<'_>) -> Option<Verdict> {
+    /// The verdict on `token`: from the connection's memo or the cache, or from one
+    /// (shared) call; `None` when the endpoint cannot answer.
+    pub async fn verdict(&self, token: Token<'_>, memo: &Memo) -> Option<Verdict> {
+        let now = Instant::now();
+        if let Some(id) = memo.get(self.memo_owner, token.bytes(), now) {
+            return Some(Verdict::Active(id));
+        }
         let key = token_key(token.bytes());
-        if let Some(v) = self.cache.get(&key) {
+        if let Some((v, deadline)) = self.cache.get(&key, now) {
+            if let Verdict::Active(id) = &v {
+                memo.put(self.memo_owner, token.bytes(), id.clone(), deadline);
+            }
             return Some(v);
         }
         let Some(token) = token.checked() else {
@@ -379,6 +389,7 @@ pub fn build(
         audiences: r.audiences.clone(),
         options: options?,
         cache: Box::new(MemoryStore::new(cache_size)),
+        memo_owner: owner_id(),
         inflight: DashMap::new(),
     })
 }

@@ -16,7 +16,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::HeaderValue;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
@@ -24,6 +24,7 @@ use serde_json::{Map, Value};
 
 use super::bearer::{Bearer, Token, TokenOptions, bearer};
 use super::jwks::{KeySet, Lookup, RemoteJwks, RemoteSettings, idp_client};
+use super::memo::{Memo, owner_id};
 use super::token_cache::{MemoryStore, TokenStore, token_key};
 use super::{AuthMethod, BuildContext, Consumes, Identity, Outcome, RejectReason, RequestView};
 use crate::config::secret::{self, Sources};
@@ -72,6 +73,8 @@ pub struct Jwt {
     validations: Vec<Validation>,
     options: TokenOptions,
     cache: Box<dyn TokenStore<Arc<Identity>>>,
+    /// This instance's id in connection memos.
+    memo_owner: u64,
 }
 
 fn reject() -> Outcome {
@@ -92,13 +95,18 @@ impl Jwt {
             Bearer::Malformed => return reject(),
             Bearer::Token(t) => t,
         };
-        self.authenticate_token(token).await
+        self.authenticate_token(token, &req.conn.memo).await
     }
 
-    /// Verifies one bearer token (cache first).
-    pub async fn authenticate_token(&self, token: Token<'_>) -> Outcome {
+    /// Verifies one bearer token: the connection's memo, then the cache, then the keys.
+    pub async fn authenticate_token(&self, token: Token<'_>, memo: &Memo) -> Outcome {
+        let now = Instant::now();
+        if let Some(id) = memo.get(self.memo_owner, token.bytes(), now) {
+            return Outcome::Admit(id);
+        }
         let key = token_key(token.bytes());
-        if let Some(id) = self.cache.get(&key) {
+        if let Some((id, deadline)) = self.cache.get(&key, now) {
+            memo.put(self.memo_owner, token.bytes(), id.clone(), deadline);
             return Outcome::Admit(id);
         }
         let Some(token) = token.checked() else {
@@ -481,6 +489,7 @@ pub fn build(
         validations,
         options: options?,
         cache: Box::new(MemoryStore::new(cache_size)),
+        memo_owner: owner_id(),
     })
 }
 

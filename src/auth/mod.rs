@@ -12,6 +12,7 @@ pub mod bearer;
 pub mod introspection;
 pub mod jwks;
 pub mod jwt;
+pub mod memo;
 pub mod mtls;
 pub mod none;
 pub mod pipeline;

@@ -21,8 +21,8 @@ pub fn token_key(token: &[u8]) -> TokenKey {
 
 /// A store of token verdicts with per-entry deadlines.
 pub trait TokenStore<V>: Send + Sync {
-    /// The value stored under `key`, if its deadline has not passed.
-    fn get(&self, key: &TokenKey) -> Option<V>;
+    /// The value stored under `key` and its deadline, if that is after `now`.
+    fn get(&self, key: &TokenKey, now: Instant) -> Option<(V, Instant)>;
     /// Stores `value` for `ttl` (a zero `ttl` stores nothing).
     fn put(&self, key: TokenKey, value: V, ttl: Duration);
     /// Number of entries (including expired ones not yet evicted).
@@ -62,14 +62,13 @@ impl<V> MemoryStore<V> {
 }
 
 impl<V: Clone + Send + Sync> TokenStore<V> for MemoryStore<V> {
-    fn get(&self, key: &TokenKey) -> Option<V> {
-        let now = Instant::now();
+    fn get(&self, key: &TokenKey, now: Instant) -> Option<(V, Instant)> {
         let (value, deadline) = {
             let e = self.map.get(key)?;
             (e.0.clone(), e.1)
         };
         if deadline > now {
-            Some(value)
+            Some((value, deadline))
         } else {
             self.map.remove_if(key, |_, v| v.1 <= now);
             None
@@ -100,8 +99,11 @@ mod tests {
     fn returns_fresh_entries() {
         let s = MemoryStore::new(4);
         s.put(token_key(b"a"), 1, Duration::from_secs(60));
-        assert_eq!(s.get(&token_key(b"a")), Some(1));
-        assert_eq!(s.get(&token_key(b"b")), None);
+        assert_eq!(
+            s.get(&token_key(b"a"), Instant::now()).map(|e| e.0),
+            Some(1)
+        );
+        assert_eq!(s.get(&token_key(b"b"), Instant::now()).map(|e| e.0), None);
     }
 
     #[test]
@@ -109,7 +111,7 @@ mod tests {
         let s = MemoryStore::new(4);
         s.put(token_key(b"a"), 1, Duration::from_nanos(1));
         std::thread::sleep(Duration::from_millis(2));
-        assert_eq!(s.get(&token_key(b"a")), None);
+        assert_eq!(s.get(&token_key(b"a"), Instant::now()).map(|e| e.0), None);
         assert!(s.is_empty());
     }
 
@@ -131,6 +133,9 @@ mod tests {
             );
         }
         assert!(s.len() <= 16);
-        assert_eq!(s.get(&token_key(b"999")), Some(999));
+        assert_eq!(
+            s.get(&token_key(b"999"), Instant::now()).map(|e| e.0),
+            Some(999)
+        );
     }
 }

@@ -680,6 +680,49 @@ async fn jwks_down_at_start_fails_closed_then_recovers() {
 // ---------------------------------------------------------------------------------------
 // Introspection.
 
+/// A connection remembers its last admitted token (skipping the hash and the cache): it
+/// must answer only that exact token, and a reload that changes the key must end it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_memo_answers_only_the_same_token_and_ends_with_a_reload() {
+    let hs = |secret: &str| {
+        format!("[authenticators.hs]\nkind = \"jwt\"\nsecret = \"{secret}\"\n\n")
+            + &route("hs", "\"hs\"", "")
+    };
+    let mut gw = gateway(&hs(HMAC)).start().await;
+    // HTTP/2: every request below shares one connection, so one memo.
+    let c = gw.h2_client();
+    let alice = hs256(&claims(json!({})));
+    let bob = hs256(&claims(json!({"sub": "bob"})));
+    let subject = async |token: &str| {
+        let r = c
+            .get_with("/hs", &[("authorization", &bearer(token))])
+            .await;
+        (r.status.as_u16(), r.upstream_header("x-auth-subject"))
+    };
+    for _ in 0..3 {
+        assert_eq!(subject(&alice).await, (200, Some("alice".into())));
+    }
+    assert_eq!(subject(&bob).await, (200, Some("bob".into())));
+    assert_eq!(subject(&alice).await, (200, Some("alice".into())));
+    assert_eq!(subject(&alice).await, (200, Some("alice".into())));
+    // Same length, one signature character changed.
+    let mut forged = alice.clone().into_bytes();
+    let last = forged.len() - 2;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    assert_eq!(subject(&forged).await.0, 401);
+    assert_eq!(subject(&alice).await, (200, Some("alice".into())));
+
+    gw.rewrite_and_reload(&hs("fedcba9876543210fedcba9876543210-rotated"))
+        .await
+        .unwrap();
+    assert_eq!(
+        subject(&alice).await.0,
+        401,
+        "a token signed with the old secret must not pass on a connection that used it"
+    );
+}
+
 fn intro_auth(name: &str, idp: &Idp, extra: &str) -> String {
     format!(
         "[authenticators.{name}]\nkind = \"introspection\"\nendpoint = \"{}\"\nclient_id = \"gateway\"\nclient_secret = \"s3cret\"\ntimeout = \"1s\"\n{extra}\n",
