@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use http::header::{
-    CONNECTION, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, DATE, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
 /// `X-Forwarded-For`.
@@ -228,11 +228,31 @@ pub fn strip_response(h: &mut HeaderMap, switching: bool) {
         return;
     }
     strip_hop_by_hop(h);
+    // HTTP/2: `Date` is sent as a never-indexed literal (~30 bytes). Its value changes
+    // every second and the h2 crate's HPACK encoder, to find the current one, compares it
+    // with every `Date` it has indexed on the connection, oldest first: with a 4 KiB table
+    // up to ~60 comparisons of cold memory per response on a long-lived connection.
+    if let Some(v) = h.get_mut(DATE) {
+        v.set_sensitive(true);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn response_date_is_never_indexed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            DATE,
+            HeaderValue::from_static("Thu, 03 Dec 2026 12:00:00 GMT"),
+        );
+        h.insert("content-type", HeaderValue::from_static("text/plain"));
+        strip_response(&mut h, false);
+        assert!(h.get(DATE).unwrap().is_sensitive());
+        assert!(!h.get("content-type").unwrap().is_sensitive());
+    }
 
     #[test]
     fn removes_connection_named_and_hop_by_hop() {
