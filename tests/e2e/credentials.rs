@@ -564,6 +564,42 @@ async fn locks_out_after_failures_and_recovers() {
     gw.shutdown().await;
 }
 
+/// A connection remembers its last admitted `Authorization` (no decoding, no HMAC): the
+/// lockout must still apply to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_credential_still_meets_the_lockout() {
+    let (key, _) = new_api_key("pm");
+    let gw = gateway(&body("alice-pw-memo", &key, ""))
+        .tls_extra("[server.lockout]\nmax_failures = 3\nwindow = \"1m\"\nlockout = \"1m\"")
+        .start()
+        .await;
+    let right = basic("alice", "alice-pw-memo");
+    let kept = gw.client();
+    for _ in 0..3 {
+        let r = kept.get_with("/staff", &[("authorization", &right)]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.upstream_header("x-auth-subject").as_deref(),
+            Some("alice")
+        );
+    }
+    // Another connection guesses alice's password from the same address.
+    let other = gw.client();
+    let wrong = basic("alice", "wrong-pw-memo");
+    for _ in 0..3 {
+        assert_eq!(
+            other
+                .get_with("/staff", &[("authorization", &wrong)])
+                .await
+                .status,
+            401
+        );
+    }
+    let r = kept.get_with("/staff", &[("authorization", &right)]).await;
+    assert_eq!(r.status, 429, "the remembered credential is locked out too");
+    gw.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_password_flood_does_not_starve_other_routes() {
     let gw = gateway(&body("flood-pw", "k-unused", ""))
