@@ -28,7 +28,8 @@ pub struct ConnInfo {
     pub client_cert: Option<Arc<ClientCert>>,
     /// Where an HTTP/1.1 connection hands its stream to a WebSocket tunnel.
     pub upgrade: UpgradeSlot,
-    /// The last bearer token a token authenticator admitted on this connection.
+    /// The last credential (bearer token, Basic `Authorization`) admitted on this
+    /// connection from an authenticator's cache.
     pub memo: Memo,
 }
 

@@ -323,7 +323,6 @@ enum Found {
     Credentials(String, Vec<u8>),
 }
 
-/// Extracts Basic credentials from the request headers.
 /// The request's `Authorization` value when it has exactly one.
 fn single_authorization(headers: &HeaderMap) -> Option<&[u8]> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
@@ -333,6 +332,7 @@ fn single_authorization(headers: &HeaderMap) -> Option<&[u8]> {
     }
 }
 
+/// Extracts Basic credentials from the request headers.
 fn extract(headers: &HeaderMap) -> Found {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(first) = values.next() else {

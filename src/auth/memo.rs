@@ -1,6 +1,8 @@
-//! A connection's memo of the last bearer token its requests were admitted with, so the
-//! next request on the connection carrying the same token skips the SHA-256 and the shared
-//! cache: clients send one token on every request of a keep-alive connection.
+//! A connection's memo of the last credential its requests were admitted with (a bearer
+//! token for jwt and introspection, the `Authorization` value for basic), so the next
+//! request on the connection carrying the same bytes skips the hashing (SHA-256, HMAC) and
+//! the shared cache: clients send one credential on every request of a keep-alive
+//! connection. Lockout checks are the caller's and still run.
 //!
 //! Invariants: an entry answers only the authenticator instance that stored it (ids come
 //! from a counter and are never reused, so a reload's new instances start empty), only a
