@@ -597,12 +597,12 @@ impl Basic {
 
     /// Checks one request.
     pub async fn authenticate(&self, req: &RequestView<'_>) -> Outcome {
-        let throttle = Throttle::new(&*req.services.failures, req.lockout, req.client_ip);
-        let now = Instant::now();
         // The connection's last admitted `Authorization`, byte for byte: no decoding, no
         // HMAC, no cache lookup; the lockout is still consulted.
         let raw = single_authorization(req.headers);
-        if let Some(id) = raw.and_then(|r| req.conn.memo.get(self.memo_owner, r, now)) {
+        let remembered = raw.and_then(|r| req.conn.memo.get(self.memo_owner, r, Instant::now()));
+        let throttle = Throttle::new(&*req.services.failures, req.lockout, req.client_ip);
+        if let Some(id) = remembered {
             let key = Key::Name(self.name.clone(), id.subject.as_str().into());
             if let Some(d) = throttle.check(Some(&key)) {
                 return Outcome::Locked(d);
@@ -626,7 +626,7 @@ impl Basic {
         if let Some(d) = throttle.check(Some(&key)) {
             return Outcome::Locked(d);
         }
-        if let Some((i, expires)) = self.cache.get(&user, &password, now) {
+        if let Some((i, expires)) = self.cache.get(&user, &password, Instant::now()) {
             throttle.success(Some(&key));
             let admitted = self.admit(i);
             if let (Outcome::Admit(id), Some(raw)) = (&admitted, raw) {
