@@ -387,7 +387,7 @@ async fn process(
             .try_acquire_owned()
             .map_err(|_| Refusal::AuthUnavailable)?;
         let client_upgrade = conn.upgrade.claim();
-        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        let upstream_upgrade = resp.body_mut().take_upgrade();
         let metrics = shared.metrics.clone();
         tokio::spawn(async move {
             metrics.active_connections.inc();
@@ -427,26 +427,31 @@ fn strip_query(pq: &PathAndQuery, names: &[String]) -> PathAndQuery {
     PathAndQuery::try_from(s).unwrap_or_else(|_| PathAndQuery::from_static("/"))
 }
 
-/// Copies bytes both ways between an upgraded client and upstream connection.
+/// Copies bytes both ways between an upgraded client and upstream connection, starting
+/// with what each side sent right behind its head.
 async fn tunnel(
     client: tokio::sync::oneshot::Receiver<crate::conn::Upgraded>,
-    upstream: hyper::upgrade::OnUpgrade,
+    upstream: Option<Box<crate::proxy::h1::Conn>>,
 ) {
     use tokio::io::AsyncWriteExt;
-    let (client, upstream) = tokio::join!(client, upstream);
-    let Ok(client) = client else { return };
-    let Ok(upstream) = upstream else {
+    let Ok(client) = client.await else { return };
+    let mut io = client.io;
+    let Some(upstream) = upstream else {
         // The client saw a 101 but the upstream stream is gone: close politely.
-        let mut io = client.io;
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), io.shutdown()).await;
         return;
     };
-    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+    let crate::proxy::h1::Conn {
+        io: mut upstream,
+        buf,
+    } = *upstream;
     if !client.read_ahead.is_empty() && upstream.write_all(&client.read_ahead).await.is_err() {
         return;
     }
-    let mut client = client.io;
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    if !buf.is_empty() && io.write_all(&buf).await.is_err() {
+        return;
+    }
+    let _ = tokio::io::copy_bidirectional(&mut io, &mut upstream).await;
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
-//! Forwarding to upstreams: pooled clients and target choice (`upstream`), header
+//! Forwarding to upstreams: our HTTP/1.1 client (`h1`), pooled connections (`pool`) and
+//! target choice (`upstream`), header
 //! rewriting (`headers`) and limited streaming bodies (`body`). The phase order lives in
 //! `gateway.rs`.
 
 pub mod body;
+pub mod h1;
 pub mod headers;
 pub mod pool;
 pub mod upstream;

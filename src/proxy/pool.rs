@@ -1,30 +1,33 @@
 //! Keep-alive connections to one upstream target, HTTP/1.1 only.
 //!
 //! The request path takes the newest idle connection (LIFO: it is the least likely to have
-//! been closed by the upstream's own idle timer) or opens one, sends, and gets the
-//! connection back when the response body has been read to its end — in the body's own
-//! poll, so a finished exchange costs no extra task. A body dropped early (the client went
-//! away) drops its connection, because unread bytes may still be on the wire.
+//! been closed by the upstream's own idle timer, and its memory the most likely to be in
+//! cache) or opens one, runs the exchange (`h1`) on its own task, and gets the connection
+//! back when the response body has been read to its end: at once when the body came with
+//! the head, else in the body's own poll. A body dropped early (the client went away)
+//! drops its connection, because unread bytes may still be on the wire.
 //!
-//! A pooled connection the upstream closed just as it was taken hands the request back
-//! unsent, and the request goes out once more on a new connection; nothing that reached
-//! the upstream is ever sent twice.
+//! A connection the upstream closed while idle is noticed when it is taken (the reactor
+//! has marked it readable) and skipped. One closed just as it was taken answers nothing;
+//! a bodiless request with an idempotent method then goes out once more on a new
+//! connection (as Go's and nginx's clients do); any other request gets a 502.
 
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::HOST;
-use http::{HeaderValue, Request, Response, Uri};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use tower_service::Service;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use super::body::ReqBody;
-use super::upstream::Connector;
+use super::h1::{self, Conn, Decoder, Io, ReqFraming};
 
 /// Idle connections kept per target. Above the concurrency a target sees, not below it:
 /// a cap under the peak closes connections after each burst only to open them again for
@@ -44,10 +47,10 @@ pub const PURGE_INTERVAL: Duration = Duration::from_secs(5);
 pub enum SendError {
     /// No connection: refused, unreachable, TLS failed, connect timeout.
     #[error("connect: {0}")]
-    Connect(Box<dyn std::error::Error + Send + Sync>),
+    Connect(#[source] io::Error),
     /// The exchange failed (the source chain says why, e.g. a request body over its limit).
     #[error(transparent)]
-    Http(#[from] hyper::Error),
+    Exchange(#[from] h1::Error),
 }
 
 /// The idle connections of one target.
@@ -57,7 +60,7 @@ pub struct Pool {
 }
 
 struct Idle {
-    tx: SendRequest<ReqBody>,
+    conn: Conn,
     since: Instant,
 }
 
@@ -68,37 +71,23 @@ impl Pool {
     }
 
     /// The newest connection ready for a request.
-    fn checkout(&self) -> Option<SendRequest<ReqBody>> {
-        let mut idle = self.lock();
-        while let Some(c) = idle.pop() {
-            if c.tx.is_ready() {
-                return Some(c.tx);
+    fn checkout(&self) -> Option<Conn> {
+        loop {
+            let mut idle = self.lock().pop()?;
+            if idle.conn.is_usable() {
+                return Some(idle.conn);
             }
         }
-        None
     }
 
-    /// Takes a connection back once its exchange is over.
-    fn checkin(self: Arc<Self>, tx: SendRequest<ReqBody>) {
-        if tx.is_ready() {
-            self.put(tx);
-        } else if !tx.is_closed() {
-            // The connection has not yet noticed the exchange is over (its task has not
-            // run since); it will be ready, or closed, as soon as it does.
-            tokio::spawn(async move {
-                let mut tx = tx;
-                if tx.ready().await.is_ok() {
-                    self.put(tx);
-                }
-            });
-        }
-    }
-
-    fn put(&self, tx: SendRequest<ReqBody>) {
+    /// Takes a connection back once its exchange is over (nothing unread on it).
+    fn checkin(&self, mut conn: Conn) {
+        // An idle connection holds no buffer memory.
+        conn.buf = BytesMut::new();
         let mut idle = self.lock();
         if idle.len() < MAX_IDLE {
             idle.push(Idle {
-                tx,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -109,7 +98,7 @@ impl Pool {
     /// stack), so one idle connection can wait out `max_idle`.
     pub fn reap(&self, max_idle: Duration, purge_after: Duration) {
         let mut idle = self.lock();
-        idle.retain(|c| !c.tx.is_closed() && c.since.elapsed() < max_idle);
+        idle.retain_mut(|c| c.since.elapsed() < max_idle && c.conn.is_usable());
         // Oldest first: connections are pushed in the order they became idle.
         let stale = idle
             .iter()
@@ -119,135 +108,212 @@ impl Pool {
     }
 }
 
+/// Opens connections for one upstream's targets.
+pub struct Dialer {
+    /// For `https` targets (ALPN `http/1.1`).
+    pub tls: TlsConnector,
+    /// Bounds TCP connect and TLS handshake together.
+    pub connect_timeout: Duration,
+}
+
 /// Where a target is and how to reach it.
 pub struct Endpoint<'a> {
-    /// `scheme://authority/`, what the connector dials.
-    pub uri: &'a Uri,
+    /// `host:port` to dial.
+    pub addr: &'a str,
+    /// The name to verify the certificate against, for `https` targets.
+    pub tls_name: Option<&'a ServerName<'static>>,
     /// Host header for requests that came without one.
     pub host: &'a HeaderValue,
     /// The target's idle connections.
     pub pool: &'a Arc<Pool>,
-    /// Dials new connections (TCP, and TLS for https targets).
-    pub connector: &'a Connector,
+    /// Opens new connections.
+    pub dialer: &'a Dialer,
 }
 
 impl Endpoint<'_> {
-    /// Sends `req` (origin-form URI) on a pooled or new connection.
-    pub async fn send(
-        &self,
-        mut req: Request<ReqBody>,
-    ) -> Result<Response<UpstreamBody>, SendError> {
-        if !req.headers().contains_key(HOST) {
-            req.headers_mut().insert(HOST, self.host.clone());
+    /// Sends `req` (origin-form URI) on a pooled or new connection. A body that came
+    /// whole with the head is returned as one buffer, its connection already back in the
+    /// pool.
+    pub async fn send(&self, req: Request<ReqBody>) -> Result<Response<UpstreamBody>, SendError> {
+        let (mut parts, mut body) = req.into_parts();
+        if !parts.headers.contains_key(HOST) {
+            parts.headers.insert(HOST, self.host.clone());
         }
-        let (mut tx, pooled) = match self.pool.checkout() {
-            Some(tx) => (tx, true),
+        let head_request = parts.method == Method::HEAD;
+        let (head, framing) = h1::encode_head(&mut parts, &body);
+        // A pooled connection the upstream closed just as it was taken answers nothing;
+        // a bodiless idempotent request is then sent once more on a new connection.
+        let replayable = framing == ReqFraming::Empty && parts.method.is_idempotent();
+        let (mut conn, pooled) = match self.pool.checkout() {
+            Some(conn) => (conn, true),
             // Boxed: connecting is rare, and its state (resolver, TCP and TLS handshakes)
             // would otherwise size every request's future.
             None => (Box::pin(self.connect()).await?, false),
         };
-        let resp = match tx.try_send_request(req).await {
-            Ok(resp) => resp,
-            // Closed under us before a byte was written: once more, on a new connection.
-            // Boxed, as it is rare.
-            Err(e) if pooled => {
-                let (new, resp) = Box::pin(self.resend(e)).await?;
-                tx = new;
-                resp
+        let mut answer = conn.exchange(&head, &mut body, framing, head_request).await;
+        if pooled && replayable && matches!(answer, Err(h1::Error::Stale)) {
+            conn = Box::pin(self.connect()).await?;
+            answer = conn.exchange(&head, &mut body, framing, head_request).await;
+        }
+        let h1::Head {
+            status,
+            version,
+            headers,
+            framing,
+            keep_alive,
+        } = answer?;
+        let body = if status == StatusCode::SWITCHING_PROTOCOLS {
+            UpstreamBody::Upgrade(Some(Box::new(conn)))
+        } else {
+            match Decoder::new(framing) {
+                Decoder::Done => {
+                    self.release(conn, keep_alive);
+                    UpstreamBody::Full(None)
+                }
+                Decoder::Length(n) if conn.buf.len() as u64 >= n => {
+                    let data = conn.buf.split_to(n as usize).freeze();
+                    self.release(conn, keep_alive);
+                    UpstreamBody::Full(Some(data))
+                }
+                decoder => UpstreamBody::Stream(Box::new(Streaming {
+                    conn: Some(conn),
+                    decoder,
+                    keep_alive,
+                    pool: self.pool.clone(),
+                })),
             }
-            Err(e) => return Err(e.into_error().into()),
         };
-        let slot = Some(Checkin {
-            tx,
-            pool: self.pool.clone(),
-        });
-        Ok(resp.map(|inner| UpstreamBody { inner, slot }.settle()))
+        let mut resp = Response::new(body);
+        *resp.status_mut() = status;
+        *resp.version_mut() = version;
+        *resp.headers_mut() = headers;
+        Ok(resp)
     }
 
-    async fn resend(
-        &self,
-        mut e: hyper::client::conn::TrySendError<Request<ReqBody>>,
-    ) -> Result<(SendRequest<ReqBody>, Response<Incoming>), SendError> {
-        let Some(req) = e.take_message() else {
-            return Err(e.into_error().into());
-        };
-        let mut tx = self.connect().await?;
-        let resp = tx.send_request(req).await?;
-        Ok((tx, resp))
+    /// Pools a connection whose exchange is over, if it can carry another.
+    fn release(&self, conn: Conn, keep_alive: bool) {
+        // Bytes past the body's end: the upstream broke framing, drop the connection.
+        if keep_alive && conn.buf.is_empty() {
+            self.pool.checkin(conn);
+        }
     }
 
-    async fn connect(&self) -> Result<SendRequest<ReqBody>, SendError> {
-        let mut connector = self.connector.clone();
-        std::future::poll_fn(|cx| connector.poll_ready(cx))
-            .await
-            .map_err(SendError::Connect)?;
-        let io = connector
-            .call(self.uri.clone())
-            .await
-            .map_err(SendError::Connect)?;
-        let (tx, conn) = http1::handshake(io).await?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with error");
-            }
-        });
-        Ok(tx)
+    async fn connect(&self) -> Result<Conn, SendError> {
+        let dial = async {
+            let tcp = TcpStream::connect(self.addr).await?;
+            tcp.set_nodelay(true)?;
+            Ok::<_, io::Error>(match self.tls_name {
+                None => Io::Plain(tcp),
+                Some(name) => Io::Tls(Box::new(self.dialer.tls.connect(name.clone(), tcp).await?)),
+            })
+        };
+        match tokio::time::timeout(self.dialer.connect_timeout, dial).await {
+            Ok(Ok(io)) => Ok(Conn::new(io)),
+            Ok(Err(e)) => Err(SendError::Connect(e)),
+            Err(_) => Err(SendError::Connect(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connect timed out",
+            ))),
+        }
     }
 }
 
-struct Checkin {
-    tx: SendRequest<ReqBody>,
+/// A response body from an upstream.
+pub enum UpstreamBody {
+    /// All of it (or nothing) came with the head; the connection is already back in the
+    /// pool.
+    Full(Option<Bytes>),
+    /// The rest is read from the connection as the client takes it; the connection goes
+    /// back to the pool at the end. Dropped early, it closes the connection (unread
+    /// bytes may still be on the wire).
+    Stream(Box<Streaming>),
+    /// A 101 answer: no body, and the connection for the tunnel (`take_upgrade`).
+    Upgrade(Option<Box<Conn>>),
+}
+
+/// The part of an upstream body still on its connection.
+pub struct Streaming {
+    conn: Option<Conn>,
+    decoder: Decoder,
+    keep_alive: bool,
     pool: Arc<Pool>,
 }
 
-/// A response body from an upstream; its connection goes back to the pool at the end.
-pub struct UpstreamBody {
-    inner: Incoming,
-    slot: Option<Checkin>,
-}
-
 impl UpstreamBody {
-    /// A body that is over before it starts (204, 304, HEAD, `Content-Length: 0`, 101)
-    /// may never be polled: settle its connection now.
-    fn settle(mut self) -> Self {
-        if self.inner.is_end_stream() {
-            self.release();
-        }
-        self
-    }
-
-    fn release(&mut self) {
-        if let Some(Checkin { tx, pool }) = self.slot.take() {
-            pool.checkin(tx);
+    /// After a 101: the upstream connection and what was read past the head.
+    pub fn take_upgrade(&mut self) -> Option<Box<Conn>> {
+        match self {
+            UpstreamBody::Upgrade(conn) => conn.take(),
+            _ => None,
         }
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = h1::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        let r = Pin::new(&mut this.inner).poll_frame(cx);
-        match &r {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.release(),
-            Poll::Ready(Some(Err(_))) => this.slot = None,
-            _ => {}
+    ) -> Poll<Option<Result<Frame<Bytes>, h1::Error>>> {
+        let s = match self.get_mut() {
+            UpstreamBody::Full(data) => {
+                return Poll::Ready(data.take().map(|d| Ok(Frame::data(d))));
+            }
+            UpstreamBody::Upgrade(_) => return Poll::Ready(None),
+            UpstreamBody::Stream(s) => s,
+        };
+        let Some(conn) = s.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(s.decoder.poll_data(conn, cx)) {
+            Ok(Some(data)) => {
+                if s.decoder.is_done() {
+                    s.finish();
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Ok(None) => {
+                s.finish();
+                Poll::Ready(None)
+            }
+            Err(e) => {
+                s.conn = None;
+                Poll::Ready(Some(Err(e)))
+            }
         }
-        r
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match self {
+            UpstreamBody::Full(data) => data.is_none(),
+            UpstreamBody::Stream(s) => s.decoder.is_done(),
+            UpstreamBody::Upgrade(_) => true,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self {
+            UpstreamBody::Full(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            UpstreamBody::Stream(s) => s
+                .decoder
+                .remaining()
+                .map_or_else(SizeHint::default, SizeHint::with_exact),
+            UpstreamBody::Upgrade(_) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+impl Streaming {
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            if self.keep_alive && conn.buf.is_empty() {
+                self.pool.checkin(conn);
+            }
+        }
     }
 }
 
@@ -301,28 +367,33 @@ mod tests {
 
     /// What an `Endpoint` borrows.
     struct Target {
-        uri: Uri,
+        addr: String,
         host: HeaderValue,
         pool: Arc<Pool>,
-        connector: Connector,
+        dialer: Dialer,
     }
 
     impl Target {
         fn new(addr: std::net::SocketAddr) -> Self {
+            let tls = crate::tls::client_config(None).unwrap();
             Target {
-                uri: format!("http://{addr}/").parse().unwrap(),
+                addr: addr.to_string(),
                 host: HeaderValue::from_str(&addr.to_string()).unwrap(),
                 pool: Arc::new(Pool::default()),
-                connector: super::super::upstream::connector(None, Duration::from_secs(2)).unwrap(),
+                dialer: Dialer {
+                    tls: TlsConnector::from(Arc::new(tls)),
+                    connect_timeout: Duration::from_secs(2),
+                },
             }
         }
 
         fn endpoint(&self) -> Endpoint<'_> {
             Endpoint {
-                uri: &self.uri,
+                addr: &self.addr,
+                tls_name: None,
                 host: &self.host,
                 pool: &self.pool,
-                connector: &self.connector,
+                dialer: &self.dialer,
             }
         }
     }
@@ -332,17 +403,19 @@ mod tests {
         let (addr, accepted) = upstream(None).await;
         let target = Target::new(addr);
         let (ep, pool) = (target.endpoint(), &target.pool);
-        // Eight responses in flight at once hold eight connections.
-        let mut held = vec![];
-        for _ in 0..8 {
-            let req = Request::get("/").body(ReqBody::Empty).unwrap();
-            held.push(ep.send(req).await.unwrap());
-        }
-        for resp in held {
-            assert_eq!(
-                &resp.into_body().collect().await.unwrap().to_bytes()[..],
-                b"ok"
-            );
+        // Eight requests in flight at once hold eight connections.
+        let (a, b, c, d, e, f, g, h) = tokio::join!(
+            get(&ep),
+            get(&ep),
+            get(&ep),
+            get(&ep),
+            get(&ep),
+            get(&ep),
+            get(&ep),
+            get(&ep)
+        );
+        for body in [a, b, c, d, e, f, g, h] {
+            assert_eq!(&body[..], b"ok");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 8);
         assert_eq!(pool.lock().len(), 8);

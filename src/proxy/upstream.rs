@@ -1,18 +1,20 @@
-//! Upstream runtime: a keep-alive pool per target (`pool`), connections made by one
-//! hyper-rustls connector per upstream (so http and https targets share the code), round
-//! robin over the healthy targets, and background work (health checks, closing long-idle
-//! connections) that stops when the snapshot that owns the upstream is dropped.
+//! Upstream runtime: a keep-alive pool per target (`pool`), one TLS client configuration
+//! per upstream for its https targets, round robin over the healthy targets, and
+//! background work (health checks, closing long-idle connections) that stops when the
+//! snapshot that owns the upstream is dropped. `connector` builds the hyper-rustls
+//! connector the identity-provider clients (JWKS, introspection) use.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, Uri};
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Request, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
+use rustls::pki_types::ServerName;
 
 use super::body::ReqBody;
-use super::pool::{self, Endpoint, Pool, SendError, UpstreamBody};
+use super::pool::{self, Dialer, Endpoint, Pool, SendError, UpstreamBody};
 use crate::config::{HealthCheck, Upstream as UpstreamConfig};
 use crate::metrics::UpstreamCounters;
 
@@ -42,8 +44,10 @@ pub struct TargetRt {
     pub scheme: Scheme,
     /// host:port.
     pub authority: Authority,
-    /// `scheme://authority/`, what the connector dials.
-    uri: Uri,
+    /// host:port with the scheme's default port filled in, what is dialled.
+    addr: String,
+    /// For https: the name the certificate must be valid for.
+    tls_name: Option<ServerName<'static>>,
     /// The Host header for requests that arrive without one.
     host: HeaderValue,
     pool: Arc<Pool>,
@@ -63,7 +67,7 @@ pub struct UpstreamRt {
     pub name: String,
     /// Targets in config order.
     pub targets: Vec<TargetRt>,
-    connector: Connector,
+    dialer: Dialer,
     /// Response-head timeout.
     pub timeout: Duration,
     /// Outcome counters.
@@ -75,24 +79,38 @@ pub struct UpstreamRt {
 impl UpstreamRt {
     /// Builds the runtime form of an upstream.
     pub fn new(cfg: &UpstreamConfig, counters: UpstreamCounters) -> Result<Self, String> {
-        let connector = connector(cfg.ca.as_deref(), cfg.connect_timeout)?;
+        let mut tls = crate::tls::client_config(cfg.ca.as_deref())?;
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let dialer = Dialer {
+            tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
+            connect_timeout: cfg.connect_timeout,
+        };
         let targets = cfg
             .targets
             .iter()
             .map(|t| {
-                let scheme = if t.https { Scheme::HTTPS } else { Scheme::HTTP };
-                let uri = Uri::builder()
-                    .scheme(scheme.clone())
-                    .authority(t.authority.clone())
-                    .path_and_query(PathAndQuery::from_static("/"))
-                    .build()
+                let (scheme, port) = if t.https {
+                    (Scheme::HTTPS, 443)
+                } else {
+                    (Scheme::HTTP, 80)
+                };
+                let host_name = t.authority.host();
+                let addr = format!("{host_name}:{}", t.authority.port_u16().unwrap_or(port));
+                let tls_name = t
+                    .https
+                    .then(|| {
+                        let bare = host_name.trim_start_matches('[').trim_end_matches(']');
+                        ServerName::try_from(bare.to_owned())
+                    })
+                    .transpose()
                     .map_err(|e| format!("target {}: {e}", t.authority))?;
                 let host = HeaderValue::from_str(t.authority.as_str())
                     .map_err(|e| format!("target {}: {e}", t.authority))?;
                 Ok(TargetRt {
                     scheme,
                     authority: t.authority.clone(),
-                    uri,
+                    addr,
+                    tls_name,
                     host,
                     pool: Arc::default(),
                     healthy: AtomicBool::new(true),
@@ -102,7 +120,7 @@ impl UpstreamRt {
         Ok(UpstreamRt {
             name: cfg.name.clone(),
             targets,
-            connector,
+            dialer,
             timeout: cfg.timeout,
             counters,
             next: AtomicUsize::new(0),
@@ -131,10 +149,11 @@ impl UpstreamRt {
         req: Request<ReqBody>,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let endpoint = Endpoint {
-            uri: &target.uri,
+            addr: &target.addr,
+            tls_name: target.tls_name.as_ref(),
             host: &target.host,
             pool: &target.pool,
-            connector: &self.connector,
+            dialer: &self.dialer,
         };
         endpoint.send(req).await
     }

@@ -1,0 +1,699 @@
+//! HTTP/1.1 to upstreams, run by the task that serves the request.
+//!
+//! hyper's client runs every connection as a task of its own and passes it each request,
+//! response and body chunk through channels: a hop between tasks per step and
+//! per-connection state (task, channel block, buffers) that a pool of a thousand
+//! connections keeps out of the CPU caches. Here the request's own task writes the head,
+//! reads the answer and, when the whole body came with the head (most API responses), hands
+//! it on as one buffer and returns the connection to the pool before the response leaves
+//! `pool::Endpoint::send`. An idle connection is a socket and nothing else.
+//!
+//! What is parsed follows RFC 9112: 1xx answers other than 101 are skipped; HEAD, 204 and
+//! 304 have no body; `Transfer-Encoding` (chunked, or read-until-close) wins over
+//! `Content-Length`, which must be one number; anything else is an error (502).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use http_body::Body;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_util::io::poll_read_buf;
+
+use super::body::{BodyError, ReqBody};
+
+/// Most response header fields accepted (hyper's default).
+const MAX_HEADERS: usize = 100;
+/// Largest response head; nginx's default `proxy_buffer_size` is 4 or 8 KiB.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Largest trailer section of a chunked body (extensions and trailers are dropped as
+/// they are read, so neither grows a buffer).
+const MAX_CHUNK_META: usize = 16 * 1024;
+/// Read size while waiting for a response head.
+const HEAD_READ: usize = 8 * 1024;
+/// Read size for the rest of a body that did not come with its head.
+const BODY_READ: usize = 32 * 1024;
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The connection was closed or reset before a byte of the answer came back: on a
+    /// pooled connection, the upstream closed it just as it was taken.
+    #[error("upstream closed the connection before answering")]
+    Stale,
+    /// Reading or writing the upstream connection failed.
+    #[error("upstream i/o: {0}")]
+    Io(#[from] io::Error),
+    /// The upstream's answer is not valid HTTP/1.1.
+    #[error("invalid response from upstream: {0}")]
+    Invalid(&'static str),
+    /// The client's body failed or went over its limit.
+    #[error("request body: {0}")]
+    Body(#[source] BodyError),
+}
+
+/// An upstream connection, TCP or TLS over TCP.
+pub enum Io {
+    /// `http` target.
+    Plain(TcpStream),
+    /// `https` target.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// One upstream connection and the bytes read from it but not yet consumed. The buffer
+/// holds no memory while the connection is idle.
+pub struct Conn {
+    /// The transport.
+    pub io: Io,
+    /// Read ahead of what has been parsed (after a 101: the first tunnel bytes).
+    pub buf: BytesMut,
+}
+
+/// How a request body goes on the wire.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReqFraming {
+    /// No body.
+    Empty,
+    /// `Content-Length` bytes as they come.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`, one chunk per frame.
+    Chunked,
+}
+
+/// How a response body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RespFraming {
+    /// No body (HEAD, 1xx, 204, 304, `Content-Length: 0`).
+    Empty,
+    /// This many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the upstream closes the connection.
+    Eof,
+}
+
+/// A parsed response head.
+pub struct Head {
+    /// Status code.
+    pub status: StatusCode,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// Header fields as received.
+    pub headers: HeaderMap,
+    /// How the body is delimited.
+    pub framing: RespFraming,
+    /// Whether the connection may carry another request once the body is read.
+    pub keep_alive: bool,
+}
+
+/// Serializes a request head (origin-form target, `Host` already set) and chooses the
+/// body's framing: none for a body that is already over, the client's `Content-Length`,
+/// else chunked. Hop-by-hop fields are the caller's to remove first.
+pub fn encode_head(parts: &mut Parts, body: &ReqBody) -> (Vec<u8>, ReqFraming) {
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_none() && parts.headers.contains_key(CONTENT_LENGTH) {
+        // Unreadable (the server side validates it, so never expected): not sent on.
+        parts.headers.remove(CONTENT_LENGTH);
+    }
+    let framing = match declared {
+        Some(n) => ReqFraming::Length(n),
+        None if body.is_end_stream() => {
+            // Upstreams may refuse a POST, PUT or PATCH without a length (411).
+            if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+                parts
+                    .headers
+                    .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+            }
+            ReqFraming::Empty
+        }
+        None => {
+            parts
+                .headers
+                .insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            ReqFraming::Chunked
+        }
+    };
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut size = parts.method.as_str().len() + target.len() + 16;
+    for (k, v) in &parts.headers {
+        size += k.as_str().len() + v.len() + 4;
+    }
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (k, v) in &parts.headers {
+        out.extend_from_slice(k.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    (out, framing)
+}
+
+/// How sending a request body ended.
+enum Sent {
+    /// All of it went out.
+    Complete,
+    /// The upstream answered or closed first (or a write failed): the connection cannot
+    /// carry another request; the answer, if any, is still to be read.
+    Cut(Option<io::Error>),
+}
+
+impl Conn {
+    /// A fresh connection.
+    pub fn new(io: Io) -> Self {
+        Conn {
+            io,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Whether an idle connection can take a request: not closed by the upstream, nothing
+    /// unexpected sent on it. Never waits.
+    pub fn is_usable(&mut self) -> bool {
+        let mut probe = [0u8; 1];
+        match &mut self.io {
+            // The reactor marks the socket readable when a FIN or data arrives; until
+            // then this makes no system call.
+            Io::Plain(s) => {
+                matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            // Through TLS: a session ticket is consumed and is not application data.
+            Io::Tls(s) => {
+                let mut cx = Context::from_waker(Waker::noop());
+                let mut rb = ReadBuf::new(&mut probe);
+                Pin::new(s.as_mut())
+                    .poll_read(&mut cx, &mut rb)
+                    .is_pending()
+            }
+        }
+    }
+
+    /// Sends a request (its head from `encode_head`) and reads the answer's head, skipping
+    /// interim 1xx answers other than 101. The body, if any, is then read through
+    /// `Decoder`.
+    pub async fn exchange(
+        &mut self,
+        head: &[u8],
+        body: &mut ReqBody,
+        framing: ReqFraming,
+        head_request: bool,
+    ) -> Result<Head, Error> {
+        if self.io.write_all(head).await.is_err() || self.io.flush().await.is_err() {
+            return Err(Error::Stale);
+        }
+        let sent = match framing {
+            ReqFraming::Empty => Sent::Complete,
+            _ => self.send_body(body, framing).await?,
+        };
+        match (self.read_head(head_request).await, sent) {
+            (Ok(mut head), sent) => {
+                head.keep_alive &= matches!(sent, Sent::Complete);
+                Ok(head)
+            }
+            // A failed upload with no answer to show for it: report the failure.
+            (Err(Error::Stale | Error::Io(_)), Sent::Cut(Some(e))) => Err(Error::Io(e)),
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    /// Streams the request body; while the client's next frame is not there, watches the
+    /// upstream, which may answer early (413, 401) or close.
+    async fn send_body(&mut self, body: &mut ReqBody, framing: ReqFraming) -> Result<Sent, Error> {
+        let mut left = match framing {
+            ReqFraming::Length(n) => n,
+            _ => u64::MAX,
+        };
+        loop {
+            let step = std::future::poll_fn(|cx| {
+                if let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) {
+                    return Poll::Ready(Some(frame));
+                }
+                self.buf.reserve(HEAD_READ);
+                match poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf) {
+                    Poll::Ready(_) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+            let frame = match step {
+                // The upstream spoke (or closed) first.
+                None => return Ok(Sent::Cut(None)),
+                Some(None) => break,
+                Some(Some(Err(e))) => return Err(Error::Body(e)),
+                Some(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers are not forwarded
+            };
+            if data.is_empty() {
+                continue;
+            }
+            let written = match framing {
+                ReqFraming::Chunked => {
+                    let mut chunk = Vec::with_capacity(data.len() + 20);
+                    chunk.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    chunk.extend_from_slice(&data);
+                    chunk.extend_from_slice(b"\r\n");
+                    self.io.write_all(&chunk).await
+                }
+                _ => {
+                    let n = data.len() as u64;
+                    if n > left {
+                        return Err(Error::Invalid(
+                            "request body longer than its Content-Length",
+                        ));
+                    }
+                    left -= n;
+                    self.io.write_all(&data).await
+                }
+            };
+            if let Err(e) = written {
+                return Ok(Sent::Cut(Some(e)));
+            }
+        }
+        let end = match framing {
+            ReqFraming::Chunked => self.io.write_all(b"0\r\n\r\n").await,
+            ReqFraming::Length(_) if left != 0 => {
+                return Err(Error::Invalid(
+                    "request body shorter than its Content-Length",
+                ));
+            }
+            _ => Ok(()),
+        };
+        match end.and(self.io.flush().await) {
+            Ok(()) => Ok(Sent::Complete),
+            Err(e) => Ok(Sent::Cut(Some(e))),
+        }
+    }
+
+    async fn read_head(&mut self, head_request: bool) -> Result<Head, Error> {
+        let mut answered = false;
+        loop {
+            if !self.buf.is_empty() {
+                answered = true;
+                if let Some(head) = parse_head(&mut self.buf, head_request)? {
+                    if head.status.is_informational()
+                        && head.status != StatusCode::SWITCHING_PROTOCOLS
+                    {
+                        continue;
+                    }
+                    return Ok(head);
+                }
+                if self.buf.len() > MAX_HEAD_BYTES {
+                    return Err(Error::Invalid("response head too large"));
+                }
+            }
+            self.buf.reserve(HEAD_READ);
+            let n =
+                std::future::poll_fn(|cx| poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf))
+                    .await;
+            match n {
+                Ok(0) | Err(_) if !answered => return Err(Error::Stale),
+                Ok(0) => return Err(Error::Invalid("connection closed inside the response head")),
+                Ok(_) => {}
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+    }
+}
+
+/// Parses a complete head off the front of `buf` (None: not all of it is there yet).
+/// Header values share the buffer's memory.
+fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Error> {
+    // Offsets into `buf` of each field's name and value, so the head can be split off
+    // and shared once httparse's borrow of it ends.
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let (len, code, minor, count) = {
+        let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut raw);
+        let len = match res.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(Error::Invalid("too many header fields"));
+            }
+            Err(_) => return Err(Error::Invalid("malformed response head")),
+        };
+        let base = buf.as_ptr() as usize;
+        for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            // Bounded by MAX_HEAD_BYTES, so the casts cannot truncate.
+            *span = (
+                name as u32,
+                h.name.len() as u32,
+                value as u32,
+                h.value.len() as u32,
+            );
+        }
+        (
+            len,
+            res.code.unwrap_or(0),
+            res.version.unwrap_or(0),
+            res.headers.len(),
+        )
+    };
+    if len > MAX_HEAD_BYTES {
+        return Err(Error::Invalid("response head too large"));
+    }
+    let status = StatusCode::from_u16(code).map_err(|_| Error::Invalid("bad status code"))?;
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let mut close = minor == 0;
+    for &(n, nl, v, vl) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[n as usize..(n + nl) as usize])
+            .map_err(|_| Error::Invalid("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v as usize..(v + vl) as usize))
+            .map_err(|_| Error::Invalid("bad header value"))?;
+        if name == CONTENT_LENGTH {
+            let n = value
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .ok_or(Error::Invalid("bad Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Error::Invalid("conflicting Content-Length"));
+            }
+            length = Some(n);
+        } else if name == TRANSFER_ENCODING {
+            // Only the last coding counts: chunked, or the body runs to the close.
+            let last = value
+                .as_bytes()
+                .rsplit(|&b| b == b',')
+                .next()
+                .unwrap_or(b"");
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == CONNECTION {
+            for token in value.as_bytes().split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if minor == 0 && token.eq_ignore_ascii_case(b"keep-alive") {
+                    close = false;
+                }
+            }
+        }
+        headers.append(name, value);
+    }
+    let no_body = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if no_body {
+        RespFraming::Empty
+    } else if let Some(chunked) = chunked {
+        // A length next to a transfer coding is ignored and must not be passed on; the
+        // sender is confused, so its connection is not used again (RFC 9112 §6.3).
+        if length.is_some() {
+            headers.remove(CONTENT_LENGTH);
+            close = true;
+        }
+        if chunked {
+            RespFraming::Chunked
+        } else {
+            RespFraming::Eof
+        }
+    } else {
+        match length {
+            Some(0) => RespFraming::Empty,
+            Some(n) => RespFraming::Length(n),
+            None => RespFraming::Eof,
+        }
+    };
+    let version = if minor == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+        keep_alive: !close && framing != RespFraming::Eof,
+        framing,
+    }))
+}
+
+/// Reads a response body off a connection, frame by frame.
+#[derive(Debug)]
+pub enum Decoder {
+    /// This many bytes to go.
+    Length(u64),
+    /// Inside a chunked body.
+    Chunked(Chunk),
+    /// Until the connection closes.
+    Eof,
+    /// All read.
+    Done,
+}
+
+/// Where a chunked body's parse stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Chunk {
+    /// Reading a chunk-size line: the size so far, whether a digit was seen, and whether
+    /// the line is in its extensions.
+    Size { size: u64, digits: bool, ext: bool },
+    /// The size line's CR was seen; LF next.
+    SizeLf(u64),
+    /// This many data bytes to go.
+    Data(u64),
+    /// CRLF after a chunk's data: true once the CR was seen.
+    DataEnd(bool),
+    /// Trailer section: bytes on the current line, and how many trailer bytes in all.
+    Trailer { line: usize, total: usize },
+    /// The empty line after the trailers was read.
+    End,
+}
+
+impl Decoder {
+    /// The decoder for a head's framing.
+    pub fn new(framing: RespFraming) -> Self {
+        match framing {
+            RespFraming::Empty | RespFraming::Length(0) => Decoder::Done,
+            RespFraming::Length(n) => Decoder::Length(n),
+            RespFraming::Chunked => Decoder::Chunked(Chunk::Size {
+                size: 0,
+                digits: false,
+                ext: false,
+            }),
+            RespFraming::Eof => Decoder::Eof,
+        }
+    }
+
+    /// Whether the body has been read to its end.
+    pub fn is_done(&self) -> bool {
+        matches!(self, Decoder::Done)
+    }
+
+    /// Bytes still to come, when known.
+    pub fn remaining(&self) -> Option<u64> {
+        match self {
+            Decoder::Length(n) => Some(*n),
+            Decoder::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// The next piece of body from what `conn` has buffered, reading more when needed.
+    /// `None` at the end.
+    pub fn poll_data(
+        &mut self,
+        conn: &mut Conn,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Bytes>, Error>> {
+        loop {
+            match self {
+                Decoder::Done => return Poll::Ready(Ok(None)),
+                Decoder::Length(left) if !conn.buf.is_empty() => {
+                    let n = (*left).min(conn.buf.len() as u64);
+                    *left -= n;
+                    let data = conn.buf.split_to(n as usize).freeze();
+                    if *left == 0 {
+                        *self = Decoder::Done;
+                    }
+                    return Poll::Ready(Ok(Some(data)));
+                }
+                Decoder::Eof if !conn.buf.is_empty() => {
+                    return Poll::Ready(Ok(Some(conn.buf.split().freeze())));
+                }
+                Decoder::Chunked(state) if !conn.buf.is_empty() => {
+                    if let Some(data) = chunked_step(state, &mut conn.buf)? {
+                        return Poll::Ready(Ok(Some(data)));
+                    }
+                    if *state == Chunk::End {
+                        *self = Decoder::Done;
+                        return Poll::Ready(Ok(None));
+                    }
+                }
+                _ => {}
+            }
+            conn.buf.reserve(BODY_READ);
+            let n = ready!(poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf))?;
+            if n == 0 {
+                if let Decoder::Eof = self {
+                    *self = Decoder::Done;
+                    return Poll::Ready(Ok(None));
+                }
+                return Poll::Ready(Err(Error::Invalid("connection closed inside the body")));
+            }
+        }
+    }
+}
+
+/// Consumes chunked-coding bytes from the front of `buf`: returns data when some is
+/// there, else advances `state` over size lines, CRLFs and trailers until `buf` is empty
+/// or the body ends (`Chunk::End`).
+fn chunked_step(state: &mut Chunk, buf: &mut BytesMut) -> Result<Option<Bytes>, Error> {
+    while !buf.is_empty() {
+        match *state {
+            Chunk::Data(left) => {
+                let n = left.min(buf.len() as u64);
+                *state = if n == left {
+                    Chunk::DataEnd(false)
+                } else {
+                    Chunk::Data(left - n)
+                };
+                return Ok(Some(buf.split_to(n as usize).freeze()));
+            }
+            Chunk::End => return Ok(None),
+            _ => {}
+        }
+        let b = buf[0];
+        buf.advance(1);
+        *state = match (*state, b) {
+            (
+                Chunk::Size {
+                    size, ext: false, ..
+                },
+                b,
+            ) if b.is_ascii_hexdigit() => {
+                let digit = (b as char).to_digit(16).unwrap_or(0) as u64;
+                if size > (u64::MAX >> 4) {
+                    return Err(Error::Invalid("chunk size too large"));
+                }
+                Chunk::Size {
+                    size: size << 4 | digit,
+                    digits: true,
+                    ext: false,
+                }
+            }
+            (
+                Chunk::Size {
+                    size, digits: true, ..
+                },
+                b'\r',
+            ) => Chunk::SizeLf(size),
+            // Chunk extensions (and whitespace before them) are skipped.
+            (
+                Chunk::Size {
+                    size, digits: true, ..
+                },
+                b';' | b' ' | b'\t',
+            ) => Chunk::Size {
+                size,
+                digits: true,
+                ext: true,
+            },
+            (
+                Chunk::Size {
+                    size,
+                    digits: true,
+                    ext: true,
+                },
+                b,
+            ) if b != b'\n' => Chunk::Size {
+                size,
+                digits: true,
+                ext: true,
+            },
+            (Chunk::SizeLf(0), b'\n') => Chunk::Trailer { line: 0, total: 0 },
+            (Chunk::SizeLf(n), b'\n') => Chunk::Data(n),
+            (Chunk::DataEnd(false), b'\r') => Chunk::DataEnd(true),
+            (Chunk::DataEnd(true), b'\n') => Chunk::Size {
+                size: 0,
+                digits: false,
+                ext: false,
+            },
+            // Trailer fields are read and dropped; an empty line ends the body.
+            (Chunk::Trailer { line, total }, b) => {
+                if total >= MAX_CHUNK_META {
+                    return Err(Error::Invalid("chunked trailer section too long"));
+                }
+                match b {
+                    b'\n' if line == 0 => Chunk::End,
+                    b'\n' => Chunk::Trailer {
+                        line: 0,
+                        total: total + 1,
+                    },
+                    b'\r' => Chunk::Trailer {
+                        line,
+                        total: total + 1,
+                    },
+                    _ => Chunk::Trailer {
+                        line: line + 1,
+                        total: total + 1,
+                    },
+                }
+            }
+            _ => return Err(Error::Invalid("malformed chunked body")),
+        };
+    }
+    Ok(None)
+}
