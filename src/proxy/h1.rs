@@ -697,3 +697,208 @@ fn chunked_step(state: &mut Chunk, buf: &mut BytesMut) -> Result<Option<Bytes>, 
     }
     Ok(None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str, head_request: bool) -> Result<Option<Head>, Error> {
+        let mut buf = BytesMut::from(raw.as_bytes());
+        parse_head(&mut buf, head_request)
+    }
+
+    fn head(raw: &str) -> Head {
+        parse(raw, false).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_head_is_parsed_once_complete_and_split_off() {
+        assert!(
+            parse("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n", false)
+                .unwrap()
+                .is_none()
+        );
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 200 OK\r\nx-a: 1\r\nX-A: 2\r\ncontent-length: 2\r\n\r\nokNEXT"[..],
+        );
+        let h = parse_head(&mut buf, false).unwrap().unwrap();
+        assert_eq!(&buf[..], b"okNEXT", "the body stays in the buffer");
+        assert_eq!(h.status, StatusCode::OK);
+        assert_eq!(h.version, Version::HTTP_11);
+        assert_eq!(h.framing, RespFraming::Length(2));
+        assert!(h.keep_alive);
+        let xa: Vec<_> = h.headers.get_all("x-a").iter().collect();
+        assert_eq!(xa, ["1", "2"]);
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (RespFraming::Chunked, true));
+        // A length next to chunked: ignored, removed, and the connection not reused.
+        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (RespFraming::Chunked, false));
+        assert!(h.headers.get(CONTENT_LENGTH).is_none());
+        // A coding that is not chunked last: the body runs to the close.
+        let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (RespFraming::Eof, false));
+        let h = head("HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (RespFraming::Eof, false));
+        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        assert_eq!((h.framing, h.keep_alive), (RespFraming::Empty, true));
+        for status in ["204 No Content", "304 Not Modified"] {
+            let h = head(&format!("HTTP/1.1 {status}\r\ncontent-length: 7\r\n\r\n"));
+            assert_eq!(
+                (h.framing, h.keep_alive),
+                (RespFraming::Empty, true),
+                "{status}"
+            );
+        }
+        let h = parse("HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            h.framing,
+            RespFraming::Empty,
+            "an answer to HEAD has no body"
+        );
+        assert_eq!(
+            head("HTTP/1.1 103 Early Hints\r\n\r\n").framing,
+            RespFraming::Empty
+        );
+    }
+
+    #[test]
+    fn keep_alive_follows_version_and_connection() {
+        assert!(
+            !head("HTTP/1.1 200 OK\r\nconnection: Close\r\ncontent-length: 0\r\n\r\n").keep_alive
+        );
+        assert!(
+            !head("HTTP/1.1 200 OK\r\nconnection: x, close\r\ncontent-length: 0\r\n\r\n")
+                .keep_alive
+        );
+        assert!(!head("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n").keep_alive);
+        let h = head("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n");
+        assert!(h.keep_alive);
+        assert_eq!(h.version, Version::HTTP_10);
+    }
+
+    #[test]
+    fn malformed_heads_are_errors() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 1x\r\n\r\n",
+            "HTTP/1.1 20 OK\r\n\r\n",
+            "HTTX/1.1 200 OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+        ] {
+            assert!(parse(raw, false).is_err(), "{raw:?}");
+        }
+        // The same length twice is one length.
+        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 3\r\n\r\n");
+        assert_eq!(h.framing, RespFraming::Length(3));
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        assert!(parse(&format!("HTTP/1.1 200 OK\r\n{many}\r\n"), false).is_err());
+    }
+
+    /// Decodes a chunked body fed in the given pieces; `None` if it never ended.
+    fn dechunk(pieces: &[&[u8]]) -> Result<Option<Vec<u8>>, Error> {
+        let mut state = Chunk::Size {
+            size: 0,
+            digits: false,
+            ext: false,
+        };
+        let (mut buf, mut out) = (BytesMut::new(), Vec::new());
+        for p in pieces {
+            buf.extend_from_slice(p);
+            while let Some(data) = chunked_step(&mut state, &mut buf)? {
+                out.extend_from_slice(&data);
+            }
+            if state == Chunk::End {
+                return Ok(Some(out));
+            }
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn chunked_bodies_decode_however_they_are_split() {
+        let wire = b"5;name=value\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-trailer: t\r\n\r\n";
+        let want = b"helloabcdefghijklmnopqrstuvwxyz".to_vec();
+        assert_eq!(dechunk(&[wire]).unwrap(), Some(want.clone()));
+        for cut in 1..wire.len() {
+            let (a, b) = wire.split_at(cut);
+            assert_eq!(
+                dechunk(&[a, b]).unwrap(),
+                Some(want.clone()),
+                "cut at {cut}"
+            );
+        }
+        let bytes: Vec<&[u8]> = wire.chunks(1).collect();
+        assert_eq!(dechunk(&bytes).unwrap(), Some(want));
+        assert_eq!(dechunk(&[b"0\r\n\r\n"]).unwrap(), Some(vec![]));
+        assert_eq!(dechunk(&[b"3\r\nabc\r\n"]).unwrap(), None, "not over yet");
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_errors() {
+        for wire in [
+            &b"\r\nabc\r\n0\r\n\r\n"[..],
+            b"g\r\n",
+            b"3\r\nabcX\r\n",
+            b"3\nabc\r\n",
+            b"11111111111111111\r\n",
+        ] {
+            assert!(
+                dechunk(&[wire]).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        let long = format!("0\r\nx: {}\r\n\r\n", "a".repeat(MAX_CHUNK_META));
+        assert!(dechunk(&[long.as_bytes()]).is_err());
+    }
+
+    #[test]
+    fn request_heads_carry_the_framing() {
+        let (mut parts, _) = http::Request::post("/p?q=1")
+            .header("host", "up")
+            .header("x-a", "1")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let (wire, framing) = encode_head(&mut parts, &ReqBody::Empty);
+        assert_eq!(framing, ReqFraming::Empty);
+        assert_eq!(
+            String::from_utf8(wire).unwrap(),
+            "POST /p?q=1 HTTP/1.1\r\nhost: up\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n"
+        );
+        let (mut parts, _) = http::Request::get("/").body(()).unwrap().into_parts();
+        let (wire, framing) = encode_head(&mut parts, &ReqBody::Empty);
+        assert_eq!(
+            (&wire[..], framing),
+            (&b"GET / HTTP/1.1\r\n\r\n"[..], ReqFraming::Empty)
+        );
+        let (mut parts, _) = http::Request::put("/")
+            .header("content-length", "12")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(
+            encode_head(&mut parts, &ReqBody::Empty).1,
+            ReqFraming::Length(12)
+        );
+        let (mut parts, _) = http::Request::get("/")
+            .header("content-length", "x")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let (wire, _) = encode_head(&mut parts, &ReqBody::Empty);
+        assert_eq!(
+            &wire[..],
+            b"GET / HTTP/1.1\r\n\r\n",
+            "an unreadable length is not sent"
+        );
+    }
+}

@@ -920,3 +920,128 @@ async fn http2_streams_each_chunk_without_waiting_for_the_next() {
     let rest = within(body.collect()).await.unwrap();
     assert_eq!(&rest.to_bytes()[..], b"last\n");
 }
+
+/// A raw HTTP/1.1 upstream answering by path in each framing a server may use, written
+/// in pieces with pauses so the gateway reads them part by part; counts connections.
+async fn framing_upstream() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head: Vec<u8> = buf.drain(..head_end).collect();
+                    let head = String::from_utf8_lossy(&head).into_owned();
+                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    let big = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: 300000\r\n\r\n{}",
+                        "b".repeat(300_000)
+                    );
+                    let pieces: Vec<&[u8]> = match path.as_str() {
+                        "/chunked" => vec![
+                            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;e",
+                            b"xt=1\r\nhel",
+                            b"lo\r\n6\r\n world\r\n0\r\nx-t",
+                            b"railer: 1\r\n\r\n",
+                        ],
+                        "/hints" => vec![
+                            b"HTTP/1.1 103 Early Hints\r\nlink: </s.css>\r\n\r\n",
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhi",
+                            b"nts",
+                        ],
+                        "/close" => vec![b"HTTP/1.1 200 OK\r\n\r\nuntil ", b"the close"],
+                        "/both" => vec![
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n",
+                            b"transfer-encoding: chunked\r\n\r\n4\r\nboth\r\n0\r\n\r\n",
+                        ],
+                        "/bad" => vec![b"HTTP/1.1 2xx nope\r\n\r\n"],
+                        "/big" => big.as_bytes().chunks(100_000).collect(),
+                        "/early" => {
+                            // Answer before the body, then read it to the end (closing
+                            // with unread bytes would reset the connection).
+                            let _ = s
+                                .write_all(b"HTTP/1.1 413 Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!")
+                                .await;
+                            let mut sink = [0u8; 4096];
+                            while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+                            return;
+                        }
+                        _ => vec![b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"],
+                    };
+                    for p in pieces {
+                        if s.write_all(p).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                    if path == "/close" || path == "/bad" {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_answers_in_every_framing_reach_the_client() {
+    use std::sync::atomic::Ordering;
+    let (addr, accepted) = framing_upstream().await;
+    let gw = gateway(&raw_upstream_routes(addr)).start().await;
+    for c in [gw.client(), gw.h2_client()] {
+        for (path, body) in [
+            ("/chunked", "hello world".to_owned()),
+            ("/hints", "hints".to_owned()),
+            ("/big", "b".repeat(300_000)),
+            ("/both", "both".to_owned()),
+            ("/close", "until the close".to_owned()),
+        ] {
+            let r = c.get(path).await;
+            assert_eq!(r.status, 200, "{path}");
+            assert!(r.text() == body, "{path}: {:.80}", r.text());
+        }
+        let r = c.get("/bad").await;
+        assert_eq!(r.status, 502, "a malformed answer");
+        assert_eq!(r.json()["error"], "upstream unavailable");
+    }
+    // Per client: /chunked, /hints and /big share one connection; /both (a length next
+    // to chunked) and /close are not used again; /bad is closed. 1 + 1 + 1 per client.
+    assert_eq!(accepted.load(Ordering::SeqCst), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_answering_before_the_request_body_ends_is_heard() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, _) = framing_upstream().await;
+    let gw = gateway(&raw_upstream_routes(addr)).start().await;
+    let mut s = gw.raw_tls().await;
+    // A body announced at 1 MB of which only the first bytes come: the upstream's early
+    // answer must come through without waiting for the rest.
+    s.write_all(b"POST /early HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1000000\r\n\r\n")
+        .await
+        .unwrap();
+    s.write_all(&[b'x'; 1000]).await.unwrap();
+    let r = read_response(&mut s).await;
+    assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+    assert!(r.ends_with("big!"), "the upstream's own answer: {r}");
+}
