@@ -411,7 +411,7 @@ http {{
     keepalive_timeout 300s;
     keepalive_requests 1000000;
     http2_max_requests 1000000;
-    upstream up {{ server 127.0.0.1:{P_UP}; keepalive 256; keepalive_requests 1000000; }}
+    upstream up {{ server 127.0.0.1:{P_UP}; keepalive 1024; keepalive_requests 1000000; }}
     server {{
         listen 127.0.0.1:{P_NGINX} ssl http2;
         ssl_certificate {crt};
@@ -463,7 +463,8 @@ https://127.0.0.1:{P_CADDY} {{
         header_up X-Request-Id {{http.request.uuid}}
         transport http {{
             keepalive 300s
-            keepalive_idle_conns 256
+            keepalive_idle_conns 1024
+            keepalive_idle_conns_per_host 1024
         }}
     }}
 }}
