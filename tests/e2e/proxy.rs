@@ -762,6 +762,47 @@ auth = "public"
     );
 }
 
+/// A raw upstream on loopback: `serve` runs for each connection; the count is of
+/// connections accepted.
+async fn raw_upstream<F, Fut>(
+    serve: F,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(serve(s));
+        }
+    });
+    (addr, accepted)
+}
+
+/// The next request head off `s` (bytes after it stay in `buf`); `None` once closed.
+async fn next_head(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head: Vec<u8> = buf.drain(..i + 4).collect();
+            return Some(String::from_utf8_lossy(&head).into_owned());
+        }
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 /// A raw HTTP/1.1 upstream that counts its connections. It answers every request with
 /// `ok` (no body for HEAD) and closes a connection, without a word, after `close_after`
 /// responses on it — as an upstream's own keep-alive timeout does.
@@ -771,42 +812,24 @@ async fn counting_upstream(
     std::net::SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                for _ in 0..close_after {
-                    let head_end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        let mut chunk = [0u8; 1024];
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let head: Vec<u8> = buf.drain(..head_end).collect();
-                    let reply: &[u8] = if head.starts_with(b"HEAD ") {
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
-                    } else {
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-                    };
-                    if s.write_all(reply).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    use tokio::io::AsyncWriteExt;
+    raw_upstream(move |mut s| async move {
+        let mut buf = Vec::new();
+        for _ in 0..close_after {
+            let Some(head) = next_head(&mut s, &mut buf).await else {
+                return;
+            };
+            let reply: &[u8] = if head.starts_with("HEAD ") {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+            } else {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+            };
+            if s.write_all(reply).await.is_err() {
+                return;
+            }
         }
-    });
-    (addr, accepted)
+    })
+    .await
 }
 
 fn raw_upstream_routes(addr: std::net::SocketAddr) -> String {
@@ -927,80 +950,58 @@ async fn framing_upstream() -> (
     std::net::SocketAddr,
     std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    let head_end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        let mut chunk = [0u8; 4096];
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    };
-                    let head: Vec<u8> = buf.drain(..head_end).collect();
-                    let head = String::from_utf8_lossy(&head).into_owned();
-                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
-                    let big = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: 300000\r\n\r\n{}",
-                        "b".repeat(300_000)
-                    );
-                    let pieces: Vec<&[u8]> = match path.as_str() {
-                        "/chunked" => vec![
-                            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;e",
-                            b"xt=1\r\nhel",
-                            b"lo\r\n6\r\n world\r\n0\r\nx-t",
-                            b"railer: 1\r\n\r\n",
-                        ],
-                        "/hints" => vec![
-                            b"HTTP/1.1 103 Early Hints\r\nlink: </s.css>\r\n\r\n",
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhi",
-                            b"nts",
-                        ],
-                        "/close" => vec![b"HTTP/1.1 200 OK\r\n\r\nuntil ", b"the close"],
-                        "/both" => vec![
-                            b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n",
-                            b"transfer-encoding: chunked\r\n\r\n4\r\nboth\r\n0\r\n\r\n",
-                        ],
-                        "/bad" => vec![b"HTTP/1.1 2xx nope\r\n\r\n"],
-                        "/big" => big.as_bytes().chunks(100_000).collect(),
-                        "/early" => {
-                            // Answer before the body, then read it to the end (closing
-                            // with unread bytes would reset the connection).
-                            let _ = s
-                                .write_all(b"HTTP/1.1 413 Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!")
-                                .await;
-                            let mut sink = [0u8; 4096];
-                            while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
-                            return;
-                        }
-                        _ => vec![b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"],
-                    };
-                    for p in pieces {
-                        if s.write_all(p).await.is_err() {
-                            return;
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                    }
-                    if path == "/close" || path == "/bad" {
-                        return;
-                    }
+    raw_upstream(|mut s| async move {
+        let mut buf = Vec::new();
+        while let Some(head) = next_head(&mut s, &mut buf).await {
+            let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+            let big = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: 300000\r\n\r\n{}",
+                "b".repeat(300_000)
+            );
+            let pieces: Vec<&[u8]> = match path.as_str() {
+                "/chunked" => vec![
+                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;e",
+                    b"xt=1\r\nhel",
+                    b"lo\r\n6\r\n world\r\n0\r\nx-t",
+                    b"railer: 1\r\n\r\n",
+                ],
+                "/hints" => vec![
+                    b"HTTP/1.1 103 Early Hints\r\nlink: </s.css>\r\n\r\n",
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhi",
+                    b"nts",
+                ],
+                "/close" => vec![b"HTTP/1.1 200 OK\r\n\r\nuntil ", b"the close"],
+                "/both" => vec![
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n",
+                    b"transfer-encoding: chunked\r\n\r\n4\r\nboth\r\n0\r\n\r\n",
+                ],
+                "/bad" => vec![b"HTTP/1.1 2xx nope\r\n\r\n"],
+                "/big" => big.as_bytes().chunks(100_000).collect(),
+                "/early" => {
+                    // Answer before the body, then read it to the end (closing with
+                    // unread bytes would reset the connection).
+                    let _ = s
+                        .write_all(b"HTTP/1.1 413 Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!")
+                        .await;
+                    let mut sink = [0u8; 4096];
+                    while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+                    return;
                 }
-            });
+                _ => vec![b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"],
+            };
+            for p in pieces {
+                if s.write_all(p).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            if path == "/close" || path == "/bad" {
+                return;
+            }
         }
-    });
-    (addr, accepted)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
