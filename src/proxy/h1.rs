@@ -17,10 +17,11 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 use http_body::Body;
+use hyper::ext::ReasonPhrase;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -32,8 +33,8 @@ use super::body::{BodyError, ReqBody};
 const MAX_HEADERS: usize = 100;
 /// Largest response head; nginx's default `proxy_buffer_size` is 4 or 8 KiB.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Largest trailer section of a chunked body (extensions and trailers are dropped as
-/// they are read, so neither grows a buffer).
+/// Largest chunk-extension run and trailer section of a chunked body (both are dropped
+/// as they are read, so neither grows a buffer; the bound is on time spent, as hyper's).
 const MAX_CHUNK_META: usize = 16 * 1024;
 /// Read size while waiting for a response head.
 const HEAD_READ: usize = 8 * 1024;
@@ -151,38 +152,46 @@ pub struct Head {
     pub framing: RespFraming,
     /// Whether the connection may carry another request once the body is read.
     pub keep_alive: bool,
+    /// The upstream's reason phrase, when it is not the status code's usual one.
+    pub reason: Option<ReasonPhrase>,
 }
 
 /// Serializes a request head (origin-form target, `Host` already set) and chooses the
-/// body's framing: none for a body that is already over, the client's `Content-Length`,
-/// else chunked. Hop-by-hop fields are the caller's to remove first.
+/// body's framing as hyper's client does: the client's `Content-Length`; none for a body
+/// that is already over, or on a GET or HEAD that did not announce one; else the body's
+/// known size, or chunked. Hop-by-hop fields are the caller's to remove first; `Expect`
+/// is removed here, as the gateway answers it to the client itself.
 pub fn encode_head(parts: &mut Parts, body: &ReqBody) -> (Vec<u8>, ReqFraming) {
-    let declared = parts
-        .headers
+    let h = &mut parts.headers;
+    if h.contains_key(EXPECT) {
+        h.remove(EXPECT);
+    }
+    let declared = h
         .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_none() && parts.headers.contains_key(CONTENT_LENGTH) {
+        .and_then(|v| parse_length(v.as_bytes()));
+    if declared.is_none() && h.contains_key(CONTENT_LENGTH) {
         // Unreadable (the server side validates it, so never expected): not sent on.
-        parts.headers.remove(CONTENT_LENGTH);
+        h.remove(CONTENT_LENGTH);
     }
     let framing = match declared {
         Some(n) => ReqFraming::Length(n),
-        None if body.is_end_stream() => {
+        None if body.is_end_stream() || matches!(parts.method, Method::GET | Method::HEAD) => {
             // Upstreams may refuse a POST, PUT or PATCH without a length (411).
             if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
-                parts
-                    .headers
-                    .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+                h.insert(CONTENT_LENGTH, HeaderValue::from(0u64));
             }
             ReqFraming::Empty
         }
-        None => {
-            parts
-                .headers
-                .insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-            ReqFraming::Chunked
-        }
+        None => match body.size_hint().exact() {
+            Some(n) => {
+                h.insert(CONTENT_LENGTH, HeaderValue::from(n));
+                ReqFraming::Length(n)
+            }
+            None => {
+                h.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+                ReqFraming::Chunked
+            }
+        },
     };
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut size = parts.method.as_str().len() + target.len() + 16;
@@ -204,13 +213,111 @@ pub fn encode_head(parts: &mut Parts, body: &ReqBody) -> (Vec<u8>, ReqFraming) {
     (out, framing)
 }
 
-/// How sending a request body ended.
-enum Sent {
-    /// All of it went out.
-    Complete,
-    /// The upstream answered or closed first (or a write failed): the connection cannot
-    /// carry another request; the answer, if any, is still to be read.
-    Cut(Option<io::Error>),
+/// A request body on its way to the upstream, framed as its head announced.
+pub struct Upload {
+    body: ReqBody,
+    chunked: bool,
+    /// Bytes `Content-Length` still allows.
+    left: u64,
+    /// Framed bytes not yet written.
+    out: Bytes,
+    /// The end is framed: nothing more to take from `body`.
+    ended: bool,
+}
+
+/// Why an upload stopped.
+pub enum UploadError {
+    /// The client's body failed, or did not match its `Content-Length`.
+    Body(Error),
+    /// The upstream connection would not take more (it may have answered already).
+    Write(io::Error),
+}
+
+impl Upload {
+    /// The upload for a body with this framing (`None`: nothing to send).
+    pub fn new(body: ReqBody, framing: ReqFraming) -> Option<Self> {
+        let (chunked, left) = match framing {
+            ReqFraming::Empty => return None,
+            ReqFraming::Length(n) => (false, n),
+            ReqFraming::Chunked => (true, u64::MAX),
+        };
+        Some(Upload {
+            body,
+            chunked,
+            left,
+            out: Bytes::new(),
+            ended: false,
+        })
+    }
+
+    /// Writes as much of the body as the client and the connection allow; ready once all
+    /// of it is written and flushed. Registers for whichever of the two it waits on.
+    pub fn poll_send(
+        &mut self,
+        io: &mut Io,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), UploadError>> {
+        loop {
+            while !self.out.is_empty() {
+                let n = ready!(Pin::new(&mut *io).poll_write(cx, &self.out))
+                    .map_err(UploadError::Write)?;
+                if n == 0 {
+                    return Poll::Ready(Err(UploadError::Write(io::ErrorKind::WriteZero.into())));
+                }
+                self.out.advance(n);
+            }
+            if self.ended {
+                return Pin::new(&mut *io)
+                    .poll_flush(cx)
+                    .map_err(UploadError::Write);
+            }
+            let frame = match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Pending => {
+                    // Waiting on the client: nothing written may sit in a TLS buffer.
+                    ready!(Pin::new(&mut *io).poll_flush(cx)).map_err(UploadError::Write)?;
+                    return Poll::Pending;
+                }
+                Poll::Ready(None) => {
+                    self.ended = true;
+                    if self.chunked {
+                        self.out = Bytes::from_static(b"0\r\n\r\n");
+                    } else if self.left != 0 {
+                        return Poll::Ready(Err(UploadError::Body(Error::Invalid(
+                            "request body shorter than its Content-Length",
+                        ))));
+                    }
+                    continue;
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Err(UploadError::Body(Error::Body(e))));
+                }
+                Poll::Ready(Some(Ok(frame))) => frame,
+            };
+            // Trailers are not forwarded.
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            self.out = if self.chunked {
+                let mut chunk = Vec::with_capacity(data.len() + 20);
+                chunk.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                chunk.extend_from_slice(&data);
+                chunk.extend_from_slice(b"\r\n");
+                Bytes::from(chunk)
+            } else {
+                let n = data.len() as u64;
+                if n > self.left {
+                    return Poll::Ready(Err(UploadError::Body(Error::Invalid(
+                        "request body longer than its Content-Length",
+                    ))));
+                }
+                self.left -= n;
+                data
+            };
+        }
+    }
 }
 
 impl Conn {
@@ -244,132 +351,84 @@ impl Conn {
     }
 
     /// Sends a request (its head from `encode_head`) and reads the answer's head, skipping
-    /// interim 1xx answers other than 101. The body, if any, is then read through
-    /// `Decoder`.
+    /// interim 1xx answers other than 101. The body is sent while the answer is awaited
+    /// (full duplex, as hyper's client does): an upstream may answer before it has read
+    /// all of it (a 413, a 401), or answer and keep reading. An upload not finished when
+    /// the head arrives is returned, to go on beside the response body; the connection
+    /// is then not reused. The response body is read through `Decoder`.
     pub async fn exchange(
         &mut self,
         head: &[u8],
-        body: &mut ReqBody,
-        framing: ReqFraming,
+        mut upload: Option<Upload>,
         head_request: bool,
-    ) -> Result<Head, Error> {
+    ) -> Result<(Head, Option<Upload>), Error> {
         if self.io.write_all(head).await.is_err() || self.io.flush().await.is_err() {
             return Err(Error::Stale);
         }
-        let sent = match framing {
-            ReqFraming::Empty => Sent::Complete,
-            _ => self.send_body(body, framing).await?,
-        };
-        match (self.read_head(head_request).await, sent) {
-            (Ok(mut head), sent) => {
-                head.keep_alive &= matches!(sent, Sent::Complete);
-                Ok(head)
-            }
-            // A failed upload with no answer to show for it: report the failure.
-            (Err(Error::Stale | Error::Io(_)), Sent::Cut(Some(e))) => Err(Error::Io(e)),
-            (Err(e), _) => Err(e),
-        }
-    }
-
-    /// Streams the request body; while the client's next frame is not there, watches the
-    /// upstream, which may answer early (413, 401) or close.
-    async fn send_body(&mut self, body: &mut ReqBody, framing: ReqFraming) -> Result<Sent, Error> {
-        let mut left = match framing {
-            ReqFraming::Length(n) => n,
-            _ => u64::MAX,
-        };
-        loop {
-            let step = std::future::poll_fn(|cx| {
-                if let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) {
-                    return Poll::Ready(Some(frame));
+        // The upstream stopped taking the body: kept to report if no answer comes.
+        let mut refused: Option<io::Error> = None;
+        let mut answered = false;
+        let head = std::future::poll_fn(|cx| {
+            loop {
+                if let Some(up) = upload.as_mut() {
+                    match up.poll_send(&mut self.io, cx) {
+                        Poll::Ready(Ok(())) => upload = None,
+                        Poll::Ready(Err(UploadError::Body(e))) => return Poll::Ready(Err(e)),
+                        Poll::Ready(Err(UploadError::Write(e))) => {
+                            refused = Some(e);
+                            upload = None;
+                        }
+                        Poll::Pending => {}
+                    }
+                }
+                if !self.buf.is_empty() {
+                    answered = true;
+                    match parse_head(&mut self.buf, head_request)? {
+                        Some(h)
+                            if h.status.is_informational()
+                                && h.status != StatusCode::SWITCHING_PROTOCOLS =>
+                        {
+                            continue;
+                        }
+                        Some(h) => return Poll::Ready(Ok(h)),
+                        None if self.buf.len() > MAX_HEAD_BYTES => {
+                            return Poll::Ready(Err(Error::Invalid("response head too large")));
+                        }
+                        None => {}
+                    }
                 }
                 self.buf.reserve(HEAD_READ);
-                match poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf) {
-                    Poll::Ready(_) => Poll::Ready(None),
-                    Poll::Pending => Poll::Pending,
-                }
-            })
-            .await;
-            let frame = match step {
-                // The upstream spoke (or closed) first.
-                None => return Ok(Sent::Cut(None)),
-                Some(None) => break,
-                Some(Some(Err(e))) => return Err(Error::Body(e)),
-                Some(Some(Ok(frame))) => frame,
-            };
-            let Ok(data) = frame.into_data() else {
-                continue; // trailers are not forwarded
-            };
-            if data.is_empty() {
-                continue;
-            }
-            let written = match framing {
-                ReqFraming::Chunked => {
-                    let mut chunk = Vec::with_capacity(data.len() + 20);
-                    chunk.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                    chunk.extend_from_slice(&data);
-                    chunk.extend_from_slice(b"\r\n");
-                    self.io.write_all(&chunk).await
-                }
-                _ => {
-                    let n = data.len() as u64;
-                    if n > left {
-                        return Err(Error::Invalid(
-                            "request body longer than its Content-Length",
-                        ));
+                match ready!(poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)) {
+                    Ok(n) if n > 0 => {}
+                    Ok(_) if answered => {
+                        return Poll::Ready(Err(Error::Invalid(
+                            "connection closed inside the response head",
+                        )));
                     }
-                    left -= n;
-                    self.io.write_all(&data).await
+                    Err(e) if answered => return Poll::Ready(Err(Error::Io(e))),
+                    // Closed or reset before a byte of an answer.
+                    _ => {
+                        return Poll::Ready(Err(match refused.take() {
+                            Some(e) => Error::Io(e),
+                            None => Error::Stale,
+                        }));
+                    }
                 }
-            };
-            if let Err(e) = written {
-                return Ok(Sent::Cut(Some(e)));
             }
-        }
-        let end = match framing {
-            ReqFraming::Chunked => self.io.write_all(b"0\r\n\r\n").await,
-            ReqFraming::Length(_) if left != 0 => {
-                return Err(Error::Invalid(
-                    "request body shorter than its Content-Length",
-                ));
-            }
-            _ => Ok(()),
-        };
-        match end.and(self.io.flush().await) {
-            Ok(()) => Ok(Sent::Complete),
-            Err(e) => Ok(Sent::Cut(Some(e))),
-        }
+        })
+        .await;
+        let mut head = head?;
+        head.keep_alive &= upload.is_none() && refused.is_none();
+        Ok((head, upload))
     }
+}
 
-    async fn read_head(&mut self, head_request: bool) -> Result<Head, Error> {
-        let mut answered = false;
-        loop {
-            if !self.buf.is_empty() {
-                answered = true;
-                if let Some(head) = parse_head(&mut self.buf, head_request)? {
-                    if head.status.is_informational()
-                        && head.status != StatusCode::SWITCHING_PROTOCOLS
-                    {
-                        continue;
-                    }
-                    return Ok(head);
-                }
-                if self.buf.len() > MAX_HEAD_BYTES {
-                    return Err(Error::Invalid("response head too large"));
-                }
-            }
-            self.buf.reserve(HEAD_READ);
-            let n =
-                std::future::poll_fn(|cx| poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf))
-                    .await;
-            match n {
-                Ok(0) | Err(_) if !answered => return Err(Error::Stale),
-                Ok(0) => return Err(Error::Invalid("connection closed inside the response head")),
-                Ok(_) => {}
-                Err(e) => return Err(Error::Io(e)),
-            }
-        }
+/// A `Content-Length` value: digits only (`u64::from_str` would also take a `+`).
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
     }
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// Parses a complete head off the front of `buf` (None: not all of it is there yet).
@@ -378,7 +437,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Er
     // Offsets into `buf` of each field's name and value, so the head can be split off
     // and shared once httparse's borrow of it ends.
     let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-    let (len, code, minor, count) = {
+    let (len, code, minor, count, reason) = {
         let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut res = httparse::Response::new(&mut raw);
         let len = match res.parse(buf) {
@@ -401,11 +460,21 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Er
                 h.value.len() as u32,
             );
         }
+        let code = res.code.unwrap_or(0);
+        // Kept only when it is not the usual one: hyper's server writes it back out.
+        let usual = StatusCode::from_u16(code)
+            .ok()
+            .and_then(|s| s.canonical_reason());
+        let reason = res
+            .reason
+            .filter(|r| usual != Some(*r))
+            .and_then(|r| ReasonPhrase::try_from(r.as_bytes()).ok());
         (
             len,
-            res.code.unwrap_or(0),
+            code,
             res.version.unwrap_or(0),
             res.headers.len(),
+            reason,
         )
     };
     if len > MAX_HEAD_BYTES {
@@ -423,11 +492,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Er
         let value = HeaderValue::from_maybe_shared(head.slice(v as usize..(v + vl) as usize))
             .map_err(|_| Error::Invalid("bad header value"))?;
         if name == CONTENT_LENGTH {
-            let n = value
-                .to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or(Error::Invalid("bad Content-Length"))?;
+            let n = parse_length(value.as_bytes()).ok_or(Error::Invalid("bad Content-Length"))?;
             if length.is_some_and(|l| l != n) {
                 return Err(Error::Invalid("conflicting Content-Length"));
             }
@@ -460,11 +525,13 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Er
         RespFraming::Empty
     } else if let Some(chunked) = chunked {
         // A length next to a transfer coding is ignored and must not be passed on; the
-        // sender is confused, so its connection is not used again (RFC 9112 §6.3).
+        // sender is confused (as is an HTTP/1.0 one sending a transfer coding at all), so
+        // its connection is not used again (RFC 9112 §6.1, §6.3).
         if length.is_some() {
             headers.remove(CONTENT_LENGTH);
             close = true;
         }
+        close |= minor == 0;
         if chunked {
             RespFraming::Chunked
         } else {
@@ -488,6 +555,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Er
         headers,
         keep_alive: !close && framing != RespFraming::Eof,
         framing,
+        reason,
     }))
 }
 
@@ -507,9 +575,12 @@ pub enum Decoder {
 /// Where a chunked body's parse stands.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Chunk {
-    /// Reading a chunk-size line: the size so far, whether a digit was seen, and whether
-    /// the line is in its extensions.
-    Size { size: u64, digits: bool, ext: bool },
+    /// Reading a chunk size: the size so far, and whether a digit was seen.
+    Size { size: u64, digits: bool },
+    /// Whitespace after the size; `;` (extensions) or CR next.
+    SizeSpace(u64),
+    /// Chunk extensions, skipped: their length so far.
+    SizeExt { size: u64, len: usize },
     /// The size line's CR was seen; LF next.
     SizeLf(u64),
     /// This many data bytes to go.
@@ -531,7 +602,6 @@ impl Decoder {
             RespFraming::Chunked => Decoder::Chunked(Chunk::Size {
                 size: 0,
                 digits: false,
-                ext: false,
             }),
             RespFraming::Eof => Decoder::Eof,
         }
@@ -618,12 +688,7 @@ fn chunked_step(state: &mut Chunk, buf: &mut BytesMut) -> Result<Option<Bytes>, 
         let b = buf[0];
         buf.advance(1);
         *state = match (*state, b) {
-            (
-                Chunk::Size {
-                    size, ext: false, ..
-                },
-                b,
-            ) if b.is_ascii_hexdigit() => {
+            (Chunk::Size { size, .. }, b) if b.is_ascii_hexdigit() => {
                 let digit = (b as char).to_digit(16).unwrap_or(0) as u64;
                 if size > (u64::MAX >> 4) {
                     return Err(Error::Invalid("chunk size too large"));
@@ -631,45 +696,32 @@ fn chunked_step(state: &mut Chunk, buf: &mut BytesMut) -> Result<Option<Bytes>, 
                 Chunk::Size {
                     size: size << 4 | digit,
                     digits: true,
-                    ext: false,
                 }
             }
+            (Chunk::Size { size, digits: true } | Chunk::SizeSpace(size), b' ' | b'\t') => {
+                Chunk::SizeSpace(size)
+            }
+            (Chunk::Size { size, digits: true } | Chunk::SizeSpace(size), b';') => {
+                Chunk::SizeExt { size, len: 0 }
+            }
             (
-                Chunk::Size {
-                    size, digits: true, ..
-                },
+                Chunk::Size { size, digits: true }
+                | Chunk::SizeSpace(size)
+                | Chunk::SizeExt { size, .. },
                 b'\r',
             ) => Chunk::SizeLf(size),
-            // Chunk extensions (and whitespace before them) are skipped.
-            (
-                Chunk::Size {
-                    size, digits: true, ..
-                },
-                b';' | b' ' | b'\t',
-            ) => Chunk::Size {
-                size,
-                digits: true,
-                ext: true,
-            },
-            (
-                Chunk::Size {
-                    size,
-                    digits: true,
-                    ext: true,
-                },
-                b,
-            ) if b != b'\n' => Chunk::Size {
-                size,
-                digits: true,
-                ext: true,
-            },
+            (Chunk::SizeExt { size, len }, b) if b != b'\n' => {
+                if len >= MAX_CHUNK_META {
+                    return Err(Error::Invalid("chunk extensions too long"));
+                }
+                Chunk::SizeExt { size, len: len + 1 }
+            }
             (Chunk::SizeLf(0), b'\n') => Chunk::Trailer { line: 0, total: 0 },
             (Chunk::SizeLf(n), b'\n') => Chunk::Data(n),
             (Chunk::DataEnd(false), b'\r') => Chunk::DataEnd(true),
             (Chunk::DataEnd(true), b'\n') => Chunk::Size {
                 size: 0,
                 digits: false,
-                ext: false,
             },
             // Trailer fields are read and dropped; an empty line ends the body.
             (Chunk::Trailer { line, total }, b) => {
@@ -781,6 +833,26 @@ mod tests {
         let h = head("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n");
         assert!(h.keep_alive);
         assert_eq!(h.version, Version::HTTP_10);
+        let h =
+            head("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n");
+        assert!(
+            !h.keep_alive,
+            "a transfer coding from HTTP/1.0 is faulty framing"
+        );
+    }
+
+    #[test]
+    fn an_unusual_reason_phrase_is_kept() {
+        assert!(
+            head("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .reason
+                .is_none()
+        );
+        let h = head("HTTP/1.1 413 Too Large\r\ncontent-length: 0\r\n\r\n");
+        assert_eq!(
+            h.reason.as_ref().map(|r| r.as_bytes()),
+            Some(&b"Too Large"[..])
+        );
     }
 
     #[test]
@@ -789,6 +861,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-length: 1x\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: +1\r\n\r\n",
             "HTTP/1.1 20 OK\r\n\r\n",
             "HTTX/1.1 200 OK\r\n\r\n",
             "HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
@@ -807,7 +880,6 @@ mod tests {
         let mut state = Chunk::Size {
             size: 0,
             digits: false,
-            ext: false,
         };
         let (mut buf, mut out) = (BytesMut::new(), Vec::new());
         for p in pieces {
@@ -849,6 +921,8 @@ mod tests {
             b"3\r\nabcX\r\n",
             b"3\nabc\r\n",
             b"11111111111111111\r\n",
+            b"5 6\r\nhello\r\n0\r\n\r\n",
+            b"5x\r\nhello\r\n0\r\n\r\n",
         ] {
             assert!(
                 dechunk(&[wire]).is_err(),
@@ -858,6 +932,13 @@ mod tests {
         }
         let long = format!("0\r\nx: {}\r\n\r\n", "a".repeat(MAX_CHUNK_META));
         assert!(dechunk(&[long.as_bytes()]).is_err());
+        let long = format!("0;{}\r\n\r\n", "a".repeat(MAX_CHUNK_META + 1));
+        assert!(dechunk(&[long.as_bytes()]).is_err(), "endless extensions");
+        // Whitespace before extensions is allowed.
+        assert_eq!(
+            dechunk(&[b"5 \t;a=b\r\nhello\r\n0 \r\n\r\n"]).unwrap(),
+            Some(b"hello".to_vec())
+        );
     }
 
     #[test]
@@ -899,6 +980,19 @@ mod tests {
             &wire[..],
             b"GET / HTTP/1.1\r\n\r\n",
             "an unreadable length is not sent"
+        );
+        let (mut parts, _) = http::Request::post("/")
+            .header("expect", "100-continue")
+            .header("content-length", "+5")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let (wire, framing) = encode_head(&mut parts, &ReqBody::Empty);
+        assert_eq!(framing, ReqFraming::Empty);
+        assert_eq!(
+            &wire[..],
+            b"POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
+            "Expect is answered by the gateway; a signed length is unreadable"
         );
     }
 }

@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::body::ReqBody;
-use super::h1::{self, Conn, Decoder, Io, ReqFraming};
+use super::h1::{self, Conn, Decoder, Io, ReqFraming, Upload, UploadError};
 
 /// Idle connections kept per target. Above the concurrency a target sees, not below it:
 /// a cap under the peak closes connections after each burst only to open them again for
@@ -135,7 +135,7 @@ impl Endpoint<'_> {
     /// whole with the head is returned as one buffer, its connection already back in the
     /// pool.
     pub async fn send(&self, req: Request<ReqBody>) -> Result<Response<UpstreamBody>, SendError> {
-        let (mut parts, mut body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         if !parts.headers.contains_key(HOST) {
             parts.headers.insert(HOST, self.host.clone());
         }
@@ -144,28 +144,34 @@ impl Endpoint<'_> {
         // A pooled connection the upstream closed just as it was taken answers nothing;
         // a bodiless idempotent request is then sent once more on a new connection.
         let replayable = framing == ReqFraming::Empty && parts.method.is_idempotent();
+        let upload = Upload::new(body, framing);
         let (mut conn, pooled) = match self.pool.checkout() {
             Some(conn) => (conn, true),
             // Boxed: connecting is rare, and its state (resolver, TCP and TLS handshakes)
             // would otherwise size every request's future.
             None => (Box::pin(self.connect()).await?, false),
         };
-        let mut answer = conn.exchange(&head, &mut body, framing, head_request).await;
+        let mut answer = conn.exchange(&head, upload, head_request).await;
         if pooled && replayable && matches!(answer, Err(h1::Error::Stale)) {
             conn = Box::pin(self.connect()).await?;
-            answer = conn.exchange(&head, &mut body, framing, head_request).await;
+            answer = conn.exchange(&head, None, head_request).await;
         }
-        let h1::Head {
-            status,
-            version,
-            headers,
-            framing,
-            keep_alive,
-        } = answer?;
+        let (
+            h1::Head {
+                status,
+                version,
+                headers,
+                framing,
+                keep_alive,
+                reason,
+            },
+            upload,
+        ) = answer?;
         let body = if status == StatusCode::SWITCHING_PROTOCOLS {
             UpstreamBody::Upgrade(Some(Box::new(conn)))
         } else {
             match Decoder::new(framing) {
+                // The whole answer is here; an upload still going is cut short.
                 Decoder::Done => {
                     self.release(conn, keep_alive);
                     UpstreamBody::Full(None)
@@ -178,6 +184,7 @@ impl Endpoint<'_> {
                 decoder => UpstreamBody::Stream(Box::new(Streaming {
                     conn: Some(conn),
                     decoder,
+                    upload,
                     keep_alive,
                     pool: self.pool.clone(),
                 })),
@@ -187,6 +194,9 @@ impl Endpoint<'_> {
         *resp.status_mut() = status;
         *resp.version_mut() = version;
         *resp.headers_mut() = headers;
+        if let Some(reason) = reason {
+            resp.extensions_mut().insert(reason);
+        }
         Ok(resp)
     }
 
@@ -235,6 +245,8 @@ pub enum UpstreamBody {
 pub struct Streaming {
     conn: Option<Conn>,
     decoder: Decoder,
+    /// The request body, when the upstream answered before it was all sent.
+    upload: Option<Upload>,
     keep_alive: bool,
     pool: Arc<Pool>,
 }
@@ -267,6 +279,18 @@ impl Body for UpstreamBody {
         let Some(conn) = s.conn.as_mut() else {
             return Poll::Ready(None);
         };
+        if let Some(up) = s.upload.as_mut() {
+            match up.poll_send(&mut conn.io, cx) {
+                Poll::Ready(Ok(())) => s.upload = None,
+                // The upstream stopped reading: what it answers still comes through.
+                Poll::Ready(Err(UploadError::Write(_))) => s.upload = None,
+                Poll::Ready(Err(UploadError::Body(e))) => {
+                    s.conn = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Pending => {}
+            }
+        }
         match ready!(s.decoder.poll_data(conn, cx)) {
             Ok(Some(data)) => {
                 if s.decoder.is_done() {

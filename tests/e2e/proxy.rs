@@ -978,6 +978,49 @@ async fn framing_upstream() -> (
                 ],
                 "/bad" => vec![b"HTTP/1.1 2xx nope\r\n\r\n"],
                 "/big" => big.as_bytes().chunks(100_000).collect(),
+                "/continue" | "/duplex" => {
+                    // `/continue`: a 100 first, as some servers send unasked; `/duplex`:
+                    // the answer's head before the body is read. Then the 5-byte body
+                    // comes back in the answer.
+                    let first: &[u8] = if path == "/continue" {
+                        b"HTTP/1.1 100 Continue\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                    };
+                    let _ = s.write_all(first).await;
+                    while buf.len() < 5 {
+                        let mut chunk = [0u8; 64];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let got: Vec<u8> = buf.drain(..5).collect();
+                    let got = String::from_utf8_lossy(&got).into_owned();
+                    let answer = if path == "/continue" {
+                        format!("HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\ngot {got}")
+                    } else {
+                        format!("9\r\ngot {got}\r\n0\r\n\r\n")
+                    };
+                    let _ = s.write_all(answer.as_bytes()).await;
+                    continue;
+                }
+                "/stall" => {
+                    // Reads 1 MB of the body, answers, and reads no more.
+                    let mut got = buf.len();
+                    while got < 1_000_000 {
+                        let mut chunk = [0u8; 65536];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got += n,
+                        }
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 413 Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!")
+                        .await;
+                    tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                    return;
+                }
                 "/early" => {
                     // Answer before the body, then read it to the end (closing with
                     // unread bytes would reset the connection).
@@ -1044,5 +1087,50 @@ async fn an_upstream_answering_before_the_request_body_ends_is_heard() {
     s.write_all(&[b'x'; 1000]).await.unwrap();
     let r = read_response(&mut s).await;
     assert!(r.starts_with("HTTP/1.1 413"), "{r}");
+    assert!(r.ends_with("big!"), "the upstream's own answer: {r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_reach_upstreams_that_answer_first_or_send_100_continue() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, _) = framing_upstream().await;
+    let gw = gateway(&raw_upstream_routes(addr)).start().await;
+    for path in ["/continue", "/duplex"] {
+        // The body comes after a pause, so the upstream's first words arrive while the
+        // gateway waits for it: a 100 is skipped, a final head is passed on, and the body
+        // still goes up.
+        let mut s = gw.raw_tls().await;
+        let head = format!("POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-length: 5\r\n\r\n");
+        s.write_all(head.as_bytes()).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        s.write_all(b"hello").await.unwrap();
+        let r = read_response(&mut s).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{path}: {r}");
+        assert!(r.contains("got hello"), "{path}: {r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_answers_and_stops_reading_is_heard() {
+    use tokio::io::AsyncWriteExt;
+    let (addr, _) = framing_upstream().await;
+    let gw = gateway(&raw_upstream_routes(addr)).start().await;
+    let (mut r, mut w) = tokio::io::split(gw.raw_tls().await);
+    // The client sends 9 MB as fast as it can; the upstream answers after 1 MB and reads
+    // no more, so the gateway's writes block with the answer waiting behind them.
+    tokio::spawn(async move {
+        let head = b"POST /stall HTTP/1.1\r\nhost: localhost\r\ncontent-length: 9000000\r\n\r\n";
+        if w.write_all(head).await.is_err() {
+            return;
+        }
+        let block = vec![b'x'; 60_000];
+        for _ in 0..150 {
+            if w.write_all(&block).await.is_err() {
+                return;
+            }
+        }
+    });
+    let r = read_response(&mut r).await;
+    assert!(r.starts_with("HTTP/1.1 413 Too Large"), "{r}");
     assert!(r.ends_with("big!"), "the upstream's own answer: {r}");
 }
