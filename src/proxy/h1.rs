@@ -160,17 +160,18 @@ pub struct Head {
 /// body's framing as hyper's client does: the client's `Content-Length`; none for a body
 /// that is already over, or on a GET or HEAD that did not announce one; else the body's
 /// known size, or chunked. Hop-by-hop fields are the caller's to remove first; `Expect`
-/// is removed here, as the gateway answers it to the client itself.
+/// is removed from requests with a body, as the gateway answers it to the client itself.
 pub fn encode_head(parts: &mut Parts, body: &ReqBody) -> (Vec<u8>, ReqFraming) {
     let h = &mut parts.headers;
-    if h.contains_key(EXPECT) {
-        h.remove(EXPECT);
-    }
-    let declared = h
-        .get(CONTENT_LENGTH)
-        .and_then(|v| parse_length(v.as_bytes()));
-    if declared.is_none() && h.contains_key(CONTENT_LENGTH) {
-        // Unreadable (the server side validates it, so never expected): not sent on.
+    let (declared, unreadable) = match h.get(CONTENT_LENGTH) {
+        None => (None, false),
+        Some(v) => {
+            let n = parse_length(v.as_bytes());
+            (n, n.is_none())
+        }
+    };
+    if unreadable {
+        // The server side validates it, so never expected: not sent on.
         h.remove(CONTENT_LENGTH);
     }
     let framing = match declared {
@@ -193,6 +194,9 @@ pub fn encode_head(parts: &mut Parts, body: &ReqBody) -> (Vec<u8>, ReqFraming) {
             }
         },
     };
+    if framing != ReqFraming::Empty && h.contains_key(EXPECT) {
+        h.remove(EXPECT);
+    }
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut size = parts.method.as_str().len() + target.len() + 16;
     for (k, v) in &parts.headers {
@@ -354,14 +358,14 @@ impl Conn {
     /// interim 1xx answers other than 101. The body is sent while the answer is awaited
     /// (full duplex, as hyper's client does): an upstream may answer before it has read
     /// all of it (a 413, a 401), or answer and keep reading. An upload not finished when
-    /// the head arrives is returned, to go on beside the response body; the connection
-    /// is then not reused. The response body is read through `Decoder`.
+    /// the head arrives is left in `upload`, to go on beside the response body; the
+    /// connection is then not reused. The response body is read through `Decoder`.
     pub async fn exchange(
         &mut self,
         head: &[u8],
-        mut upload: Option<Upload>,
+        upload: &mut Option<Upload>,
         head_request: bool,
-    ) -> Result<(Head, Option<Upload>), Error> {
+    ) -> Result<Head, Error> {
         if self.io.write_all(head).await.is_err() || self.io.flush().await.is_err() {
             return Err(Error::Stale);
         }
@@ -372,11 +376,11 @@ impl Conn {
             loop {
                 if let Some(up) = upload.as_mut() {
                     match up.poll_send(&mut self.io, cx) {
-                        Poll::Ready(Ok(())) => upload = None,
+                        Poll::Ready(Ok(())) => *upload = None,
                         Poll::Ready(Err(UploadError::Body(e))) => return Poll::Ready(Err(e)),
                         Poll::Ready(Err(UploadError::Write(e))) => {
                             refused = Some(e);
-                            upload = None;
+                            *upload = None;
                         }
                         Poll::Pending => {}
                     }
@@ -419,16 +423,19 @@ impl Conn {
         .await;
         let mut head = head?;
         head.keep_alive &= upload.is_none() && refused.is_none();
-        Ok((head, upload))
+        Ok(head)
     }
 }
 
 /// A `Content-Length` value: digits only (`u64::from_str` would also take a `+`).
 fn parse_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+    if v.is_empty() {
         return None;
     }
-    std::str::from_utf8(v).ok()?.parse().ok()
+    v.iter().try_fold(0u64, |n, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
 }
 
 /// Parses a complete head off the front of `buf` (None: not all of it is there yet).
@@ -983,16 +990,37 @@ mod tests {
         );
         let (mut parts, _) = http::Request::post("/")
             .header("expect", "100-continue")
-            .header("content-length", "+5")
+            .header("content-length", "5")
             .body(())
             .unwrap()
             .into_parts();
         let (wire, framing) = encode_head(&mut parts, &ReqBody::Empty);
-        assert_eq!(framing, ReqFraming::Empty);
+        assert_eq!(framing, ReqFraming::Length(5));
+        assert_eq!(
+            &wire[..],
+            b"POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\n",
+            "Expect is answered by the gateway"
+        );
+        let (mut parts, _) = http::Request::post("/")
+            .header("content-length", "+5")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let (wire, _) = encode_head(&mut parts, &ReqBody::Empty);
         assert_eq!(
             &wire[..],
             b"POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
-            "Expect is answered by the gateway; a signed length is unreadable"
+            "a signed length is unreadable"
         );
+        for (v, n) in [
+            ("0", Some(0)),
+            ("007", Some(7)),
+            ("18446744073709551615", Some(u64::MAX)),
+        ] {
+            assert_eq!(parse_length(v.as_bytes()), n, "{v}");
+        }
+        for v in ["", "18446744073709551616", "1 ", "-1", "0x1"] {
+            assert_eq!(parse_length(v.as_bytes()), None, "{v:?}");
+        }
     }
 }

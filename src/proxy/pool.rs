@@ -144,29 +144,26 @@ impl Endpoint<'_> {
         // A pooled connection the upstream closed just as it was taken answers nothing;
         // a bodiless idempotent request is then sent once more on a new connection.
         let replayable = framing == ReqFraming::Empty && parts.method.is_idempotent();
-        let upload = Upload::new(body, framing);
+        let mut upload = Upload::new(body, framing);
         let (mut conn, pooled) = match self.pool.checkout() {
             Some(conn) => (conn, true),
             // Boxed: connecting is rare, and its state (resolver, TCP and TLS handshakes)
             // would otherwise size every request's future.
             None => (Box::pin(self.connect()).await?, false),
         };
-        let mut answer = conn.exchange(&head, upload, head_request).await;
+        let mut answer = conn.exchange(&head, &mut upload, head_request).await;
         if pooled && replayable && matches!(answer, Err(h1::Error::Stale)) {
             conn = Box::pin(self.connect()).await?;
-            answer = conn.exchange(&head, None, head_request).await;
+            answer = conn.exchange(&head, &mut upload, head_request).await;
         }
-        let (
-            h1::Head {
-                status,
-                version,
-                headers,
-                framing,
-                keep_alive,
-                reason,
-            },
-            upload,
-        ) = answer?;
+        let h1::Head {
+            status,
+            version,
+            headers,
+            framing,
+            keep_alive,
+            reason,
+        } = answer?;
         let body = if status == StatusCode::SWITCHING_PROTOCOLS {
             UpstreamBody::Upgrade(Some(Box::new(conn)))
         } else {
