@@ -175,6 +175,8 @@ pub fn encode_head(parts: &mut Parts, body: &ReqBody) -> (Vec<u8>, ReqFraming) {
         h.remove(CONTENT_LENGTH);
     }
     let framing = match declared {
+        // Nothing to send (and a GET with `Content-Length: 0` may still be retried).
+        Some(0) => ReqFraming::Empty,
         Some(n) => ReqFraming::Length(n),
         None if body.is_end_stream() || matches!(parts.method, Method::GET | Method::HEAD) => {
             // Upstreams may refuse a POST, PUT or PATCH without a length (411).
@@ -1012,6 +1014,14 @@ mod tests {
             b"POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
             "a signed length is unreadable"
         );
+        let (mut parts, _) = http::Request::get("/")
+            .header("content-length", "0")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let (wire, framing) = encode_head(&mut parts, &ReqBody::Empty);
+        assert_eq!(framing, ReqFraming::Empty, "a zero length is no body");
+        assert_eq!(&wire[..], b"GET / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
         for (v, n) in [
             ("0", Some(0)),
             ("007", Some(7)),
