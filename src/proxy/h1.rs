@@ -277,7 +277,13 @@ impl Upload {
                     .poll_flush(cx)
                     .map_err(UploadError::Write);
             }
-            let frame = match Pin::new(&mut self.body).poll_frame(cx) {
+            // The end may be known before the client's last (empty) frame comes.
+            let next = if self.body.is_end_stream() || (!self.chunked && self.left == 0) {
+                Poll::Ready(None)
+            } else {
+                Pin::new(&mut self.body).poll_frame(cx)
+            };
+            let frame = match next {
                 Poll::Pending => {
                     // Waiting on the client: nothing written may sit in a TLS buffer.
                     ready!(Pin::new(&mut *io).poll_flush(cx)).map_err(UploadError::Write)?;
@@ -501,11 +507,15 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Er
         let value = HeaderValue::from_maybe_shared(head.slice(v as usize..(v + vl) as usize))
             .map_err(|_| Error::Invalid("bad header value"))?;
         if name == CONTENT_LENGTH {
-            let n = parse_length(value.as_bytes()).ok_or(Error::Invalid("bad Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Error::Invalid("conflicting Content-Length"));
+            // A list of one value repeated is that value (RFC 9110 §8.6).
+            for part in value.as_bytes().split(|&b| b == b',') {
+                let n =
+                    parse_length(part.trim_ascii()).ok_or(Error::Invalid("bad Content-Length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(Error::Invalid("conflicting Content-Length"));
+                }
+                length = Some(n);
             }
-            length = Some(n);
         } else if name == TRANSFER_ENCODING {
             // Only the last coding counts: chunked, or the body runs to the close.
             let last = value
@@ -598,6 +608,8 @@ pub enum Chunk {
     DataEnd(bool),
     /// Trailer section: bytes on the current line, and how many trailer bytes in all.
     Trailer { line: usize, total: usize },
+    /// A trailer line's CR was seen; LF next.
+    TrailerLf { line: usize, total: usize },
     /// The empty line after the trailers was read.
     End,
 }
@@ -738,21 +750,19 @@ fn chunked_step(state: &mut Chunk, buf: &mut BytesMut) -> Result<Option<Bytes>, 
                     return Err(Error::Invalid("chunked trailer section too long"));
                 }
                 match b {
-                    b'\n' if line == 0 => Chunk::End,
-                    b'\n' => Chunk::Trailer {
-                        line: 0,
-                        total: total + 1,
-                    },
-                    b'\r' => Chunk::Trailer {
-                        line,
-                        total: total + 1,
-                    },
+                    b'\r' => Chunk::TrailerLf { line, total },
+                    b'\n' => return Err(Error::Invalid("malformed chunked trailer")),
                     _ => Chunk::Trailer {
                         line: line + 1,
                         total: total + 1,
                     },
                 }
             }
+            (Chunk::TrailerLf { line: 0, .. }, b'\n') => Chunk::End,
+            (Chunk::TrailerLf { total, .. }, b'\n') => Chunk::Trailer {
+                line: 0,
+                total: total + 2,
+            },
             _ => return Err(Error::Invalid("malformed chunked body")),
         };
     }
@@ -877,7 +887,10 @@ mod tests {
         ] {
             assert!(parse(raw, false).is_err(), "{raw:?}");
         }
-        // The same length twice is one length.
+        // The same length twice, or as a list, is one length.
+        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 3, 3\r\n\r\n");
+        assert_eq!(h.framing, RespFraming::Length(3));
+        assert!(parse("HTTP/1.1 200 OK\r\ncontent-length: 3, 4\r\n\r\n", false).is_err());
         let h = head("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 3\r\n\r\n");
         assert_eq!(h.framing, RespFraming::Length(3));
         let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
@@ -932,6 +945,8 @@ mod tests {
             b"11111111111111111\r\n",
             b"5 6\r\nhello\r\n0\r\n\r\n",
             b"5x\r\nhello\r\n0\r\n\r\n",
+            b"0\r\n\n",
+            b"0\r\nx: 1\n\r\n",
         ] {
             assert!(
                 dechunk(&[wire]).is_err(),

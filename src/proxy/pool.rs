@@ -128,6 +128,9 @@ pub struct Endpoint<'a> {
     pub pool: &'a Arc<Pool>,
     /// Opens new connections.
     pub dialer: &'a Dialer,
+    /// The upstream's response timeout; also bounds finishing a request body the
+    /// upstream answered before it was all sent.
+    pub timeout: Duration,
 }
 
 impl Endpoint<'_> {
@@ -168,14 +171,14 @@ impl Endpoint<'_> {
             UpstreamBody::Upgrade(Some(Box::new(conn)))
         } else {
             match Decoder::new(framing) {
-                // The whole answer is here; an upload still going is cut short.
+                // The whole answer is here.
                 Decoder::Done => {
-                    self.release(conn, keep_alive);
+                    settle(self.pool, conn, keep_alive, upload, status, self.timeout);
                     UpstreamBody::Full(None)
                 }
                 Decoder::Length(n) if conn.buf.len() as u64 >= n => {
                     let data = conn.buf.split_to(n as usize).freeze();
-                    self.release(conn, keep_alive);
+                    settle(self.pool, conn, keep_alive, upload, status, self.timeout);
                     UpstreamBody::Full(Some(data))
                 }
                 decoder => UpstreamBody::Stream(Box::new(Streaming {
@@ -183,6 +186,8 @@ impl Endpoint<'_> {
                     decoder,
                     upload,
                     keep_alive,
+                    status,
+                    timeout: self.timeout,
                     pool: self.pool.clone(),
                 })),
             }
@@ -195,14 +200,6 @@ impl Endpoint<'_> {
             resp.extensions_mut().insert(reason);
         }
         Ok(resp)
-    }
-
-    /// Pools a connection whose exchange is over, if it can carry another.
-    fn release(&self, conn: Conn, keep_alive: bool) {
-        // Bytes past the body's end: the upstream broke framing, drop the connection.
-        if keep_alive && conn.buf.is_empty() {
-            self.pool.checkin(conn);
-        }
     }
 
     async fn connect(&self) -> Result<Conn, SendError> {
@@ -245,6 +242,8 @@ pub struct Streaming {
     /// The request body, when the upstream answered before it was all sent.
     upload: Option<Upload>,
     keep_alive: bool,
+    status: StatusCode,
+    timeout: Duration,
     pool: Arc<Pool>,
 }
 
@@ -331,10 +330,41 @@ impl Body for UpstreamBody {
 impl Streaming {
     fn finish(&mut self) {
         if let Some(conn) = self.conn.take() {
-            if self.keep_alive && conn.buf.is_empty() {
-                self.pool.checkin(conn);
-            }
+            let upload = self.upload.take();
+            settle(
+                &self.pool,
+                conn,
+                self.keep_alive,
+                upload,
+                self.status,
+                self.timeout,
+            );
         }
+    }
+}
+
+/// Ends an exchange whose answer has been read in full. The connection is pooled if it
+/// can carry another request (bytes past the body's end mean broken framing: dropped).
+/// A request body the upstream answered before its end is finished first when the
+/// answer was not an error (a 202 that goes on reading, as hyper's client would), for at
+/// most `limit`, and the connection then closed; after an error it is cut short.
+fn settle(
+    pool: &Pool,
+    mut conn: Conn,
+    keep_alive: bool,
+    upload: Option<Upload>,
+    status: StatusCode,
+    limit: Duration,
+) {
+    match upload {
+        None if keep_alive && conn.buf.is_empty() => pool.checkin(conn),
+        Some(mut up) if !status.is_client_error() && !status.is_server_error() => {
+            tokio::spawn(async move {
+                let send = std::future::poll_fn(|cx| up.poll_send(&mut conn.io, cx));
+                let _ = tokio::time::timeout(limit, send).await;
+            });
+        }
+        _ => {}
     }
 }
 
@@ -415,6 +445,7 @@ mod tests {
                 host: &self.host,
                 pool: &self.pool,
                 dialer: &self.dialer,
+                timeout: Duration::from_secs(5),
             }
         }
     }

@@ -154,6 +154,7 @@ impl UpstreamRt {
             host: &target.host,
             pool: &target.pool,
             dialer: &self.dialer,
+            timeout: self.timeout,
         };
         endpoint.send(req).await
     }

@@ -1134,3 +1134,44 @@ async fn an_upstream_that_answers_and_stops_reading_is_heard() {
     assert!(r.starts_with("HTTP/1.1 413 Too Large"), "{r}");
     assert!(r.ends_with("big!"), "the upstream's own answer: {r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_still_reaches_an_upstream_that_accepted_before_reading_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The upstream answers 202 (complete, no body) on the head alone, then reads the
+    // request body and reports it.
+    let (got_tx, mut got_rx) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
+    let (addr, _) = raw_upstream(move |mut s| {
+        let got_tx = got_tx.clone();
+        async move {
+            let mut buf = Vec::new();
+            if next_head(&mut s, &mut buf).await.is_none() {
+                return;
+            }
+            let _ = s
+                .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+                .await;
+            while buf.len() < 5 {
+                let mut chunk = [0u8; 64];
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let _ = got_tx.send(buf);
+        }
+    })
+    .await;
+    let gw = gateway(&raw_upstream_routes(addr)).start().await;
+    let mut s = gw.raw_tls().await;
+    s.write_all(b"POST /ingest HTTP/1.1\r\nhost: localhost\r\ncontent-length: 5\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_response(&mut s).await;
+    assert!(r.starts_with("HTTP/1.1 202"), "{r}");
+    s.write_all(b"hello").await.unwrap();
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), got_rx.recv())
+        .await
+        .expect("the upstream read the body in time");
+    assert_eq!(got.as_deref(), Some(&b"hello"[..]));
+}
