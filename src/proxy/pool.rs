@@ -350,7 +350,7 @@ impl Streaming {
 /// most `limit`, and the connection then closed; after an error it is cut short.
 fn settle(
     pool: &Pool,
-    mut conn: Conn,
+    conn: Conn,
     keep_alive: bool,
     upload: Option<Upload>,
     status: StatusCode,
@@ -358,14 +358,19 @@ fn settle(
 ) {
     match upload {
         None if keep_alive && conn.buf.is_empty() => pool.checkin(conn),
-        Some(mut up) if !status.is_client_error() && !status.is_server_error() => {
-            tokio::spawn(async move {
-                let send = std::future::poll_fn(|cx| up.poll_send(&mut conn.io, cx));
-                let _ = tokio::time::timeout(limit, send).await;
-            });
+        Some(up) if !status.is_client_error() && !status.is_server_error() => {
+            finish_upload(conn, up, limit);
         }
         _ => {}
     }
+}
+
+#[cold]
+fn finish_upload(mut conn: Conn, mut up: Upload, limit: Duration) {
+    tokio::spawn(async move {
+        let send = std::future::poll_fn(|cx| up.poll_send(&mut conn.io, cx));
+        let _ = tokio::time::timeout(limit, send).await;
+    });
 }
 
 #[cfg(test)]
