@@ -965,78 +965,85 @@ mod tests {
         );
     }
 
+    /// The head and framing `encode_head` makes for a bodiless request.
+    fn encode(method: Method, uri: &str, headers: &[(&str, &str)]) -> (String, ReqFraming) {
+        let mut req = http::Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let (mut parts, _) = req.body(()).unwrap().into_parts();
+        let (wire, framing) = encode_head(&mut parts, &ReqBody::Empty);
+        (String::from_utf8(wire).unwrap(), framing)
+    }
+
     #[test]
     fn request_heads_carry_the_framing() {
-        let (mut parts, _) = http::Request::post("/p?q=1")
-            .header("host", "up")
-            .header("x-a", "1")
-            .body(())
-            .unwrap()
-            .into_parts();
-        let (wire, framing) = encode_head(&mut parts, &ReqBody::Empty);
-        assert_eq!(framing, ReqFraming::Empty);
-        assert_eq!(
-            String::from_utf8(wire).unwrap(),
-            "POST /p?q=1 HTTP/1.1\r\nhost: up\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n"
+        // Method, request headers, the head sent, its framing, why.
+        type Case = (
+            Method,
+            &'static [(&'static str, &'static str)],
+            &'static str,
+            ReqFraming,
+            &'static str,
         );
-        let (mut parts, _) = http::Request::get("/").body(()).unwrap().into_parts();
-        let (wire, framing) = encode_head(&mut parts, &ReqBody::Empty);
-        assert_eq!(
-            (&wire[..], framing),
-            (&b"GET / HTTP/1.1\r\n\r\n"[..], ReqFraming::Empty)
-        );
-        let (mut parts, _) = http::Request::put("/")
-            .header("content-length", "12")
-            .body(())
-            .unwrap()
-            .into_parts();
-        assert_eq!(
-            encode_head(&mut parts, &ReqBody::Empty).1,
-            ReqFraming::Length(12)
-        );
-        let (mut parts, _) = http::Request::get("/")
-            .header("content-length", "x")
-            .body(())
-            .unwrap()
-            .into_parts();
-        let (wire, _) = encode_head(&mut parts, &ReqBody::Empty);
-        assert_eq!(
-            &wire[..],
-            b"GET / HTTP/1.1\r\n\r\n",
-            "an unreadable length is not sent"
-        );
-        let (mut parts, _) = http::Request::post("/")
-            .header("expect", "100-continue")
-            .header("content-length", "5")
-            .body(())
-            .unwrap()
-            .into_parts();
-        let (wire, framing) = encode_head(&mut parts, &ReqBody::Empty);
-        assert_eq!(framing, ReqFraming::Length(5));
-        assert_eq!(
-            &wire[..],
-            b"POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\n",
-            "Expect is answered by the gateway"
-        );
-        let (mut parts, _) = http::Request::post("/")
-            .header("content-length", "+5")
-            .body(())
-            .unwrap()
-            .into_parts();
-        let (wire, _) = encode_head(&mut parts, &ReqBody::Empty);
-        assert_eq!(
-            &wire[..],
-            b"POST / HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
-            "a signed length is unreadable"
-        );
-        let (mut parts, _) = http::Request::get("/")
-            .header("content-length", "0")
-            .body(())
-            .unwrap()
-            .into_parts();
-        let (wire, framing) = encode_head(&mut parts, &ReqBody::Empty);
-        assert_eq!(framing, ReqFraming::Empty, "a zero length is no body");
-        assert_eq!(&wire[..], b"GET / HTTP/1.1\r\ncontent-length: 0\r\n\r\n");
+        let cases: [Case; 7] = [
+            (
+                Method::POST,
+                &[("host", "up"), ("x-a", "1")],
+                "POST /p?q=1 HTTP/1.1\r\nhost: up\r\nx-a: 1\r\ncontent-length: 0\r\n\r\n",
+                ReqFraming::Empty,
+                "a POST without a body says so",
+            ),
+            (
+                Method::GET,
+                &[],
+                "GET /p?q=1 HTTP/1.1\r\n\r\n",
+                ReqFraming::Empty,
+                "nothing added to a GET",
+            ),
+            (
+                Method::PUT,
+                &[("content-length", "12")],
+                "PUT /p?q=1 HTTP/1.1\r\ncontent-length: 12\r\n\r\n",
+                ReqFraming::Length(12),
+                "the client's length",
+            ),
+            (
+                Method::GET,
+                &[("content-length", "x")],
+                "GET /p?q=1 HTTP/1.1\r\n\r\n",
+                ReqFraming::Empty,
+                "an unreadable length is not sent",
+            ),
+            (
+                Method::POST,
+                &[("expect", "100-continue"), ("content-length", "5")],
+                "POST /p?q=1 HTTP/1.1\r\ncontent-length: 5\r\n\r\n",
+                ReqFraming::Length(5),
+                "Expect is answered by the gateway",
+            ),
+            (
+                Method::POST,
+                &[("content-length", "+5")],
+                "POST /p?q=1 HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
+                ReqFraming::Empty,
+                "a signed length is unreadable",
+            ),
+            (
+                Method::GET,
+                &[("content-length", "0")],
+                "GET /p?q=1 HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
+                ReqFraming::Empty,
+                "a zero length is no body",
+            ),
+        ];
+        for (method, headers, wire, framing, why) in cases {
+            assert_eq!(
+                encode(method, "/p?q=1", headers),
+                (wire.to_owned(), framing),
+                "{why}"
+            );
+        }
         for (v, n) in [
             ("0", Some(0)),
             ("007", Some(7)),
