@@ -145,6 +145,7 @@ auth = "opaque"
     let path = dir.join("portcullis.toml");
     std::fs::write(&path, toml)?;
     let config = crate::config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let signals = crate::server::Signals::install()?;
     let running = crate::server::start(config).await?;
     let addr = running
         .addrs
@@ -245,7 +246,7 @@ auth = "opaque"
     writeln!(out, "curl http://{admin}/readyz")?;
     writeln!(out, "curl http://{admin}/metrics\n")?;
     drop(out);
-    let r = running.serve_until_signal().await;
+    let r = running.serve_until_signal(signals).await;
     drop(echo);
     drop(idp);
     let _ = std::fs::remove_dir_all(&dir);

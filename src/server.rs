@@ -138,12 +138,15 @@ impl Running {
         }
     }
 
-    /// Serves until SIGTERM/SIGINT, reloading on SIGHUP.
-    pub async fn serve_until_signal(self) -> anyhow::Result<()> {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hup = signal(SignalKind::hangup())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
+    /// Serves until SIGTERM/SIGINT, reloading on SIGHUP. `signals` come from
+    /// `Signals::install` before `start`, so a signal sent as soon as the listeners are
+    /// reported bound is not met by its default action (SIGHUP would end the process).
+    pub async fn serve_until_signal(self, signals: Signals) -> anyhow::Result<()> {
+        let Signals {
+            mut hup,
+            mut term,
+            mut int,
+        } = signals;
         loop {
             tokio::select! {
                 _ = hup.recv() => { let _ = self.reload().await; }
@@ -154,6 +157,25 @@ impl Running {
         tracing::info!("shutting down: draining in-flight requests");
         self.shutdown().await;
         Ok(())
+    }
+}
+
+/// The process signals `serve_until_signal` answers, caught from the moment this is made.
+pub struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Catches SIGHUP, SIGTERM and SIGINT (queued until served). Inside a runtime.
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
 }
 
