@@ -38,6 +38,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
@@ -135,15 +136,35 @@ pub fn lockout_for(strikes: u32, policy: &Lockout) -> Duration {
 }
 
 /// In-process counters in a sharded concurrent map.
-#[derive(Default)]
 pub struct MemoryStore {
     map: DashMap<Key, Entry>,
+    /// Nanoseconds after `base` at which the latest lockout ever set ends: until a lockout
+    /// runs past now, nothing is locked and `locked` answers without hashing a key (two
+    /// SipHash map lookups were ~1,250 instructions of every `basic` request).
+    latest_end: AtomicU64,
+    base: Instant,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            map: DashMap::new(),
+            latest_end: AtomicU64::new(0),
+            base: Instant::now(),
+        }
+    }
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         MemoryStore::default()
+    }
+
+    /// `t` as nanoseconds after `base`, rounded up.
+    fn offset(&self, t: Instant) -> u64 {
+        let n = t.saturating_duration_since(self.base).as_nanos();
+        u64::try_from(n).unwrap_or(u64::MAX).saturating_add(1)
     }
 
     /// Makes room for one more key; false when the table holds only active lockouts.
@@ -177,6 +198,9 @@ impl MemoryStore {
 
 impl FailureStore for MemoryStore {
     fn locked(&self, key: &Key, now: Instant) -> Option<Duration> {
+        if self.latest_end.load(Ordering::Acquire) < self.offset(now) {
+            return None;
+        }
         let e = self.map.get(key)?;
         let until = e.locked_until?;
         (now < until).then(|| until - now)
@@ -218,6 +242,8 @@ impl FailureStore for MemoryStore {
             e.strikes = e.strikes.saturating_add(1);
             let d = lockout_for(e.strikes, policy);
             e.locked_until = Some(now + d);
+            self.latest_end
+                .fetch_max(self.offset(now + d), Ordering::Release);
             e.failures = 0;
             e.window_start = now;
             return Some(d);
