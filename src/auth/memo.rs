@@ -6,10 +6,10 @@
 //!
 //! Invariants: an entry answers only the authenticator instance that stored it (ids come
 //! from a counter and are never reused, so a reload's new instances start empty), only a
-//! byte-identical token (compared in constant time), and never past the deadline of the
-//! cache entry it was copied from. It is filled only from a cache hit, so it never admits
-//! what the cache would not. The token copy lives as long as the connection (or the next
-//! token) and is zeroed when dropped or replaced.
+//! byte-identical credential (compared in constant time), and never past the deadline of
+//! the cache entry it was copied from. It is filled only from a cache hit, so it never
+//! admits what the cache would not. The copy lives as long as the connection (or the next
+//! credential) and is zeroed when dropped or replaced.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,7 +25,7 @@ pub fn owner_id() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// One connection's memo (empty until a token authenticator fills it).
+/// One connection's memo (empty until an authenticator fills it from its cache).
 #[derive(Default)]
 pub struct Memo(Mutex<Option<Entry>>);
 
@@ -50,7 +50,8 @@ impl Drop for Entry {
 }
 
 impl Memo {
-    /// The identity `owner` admitted `token` as, if this connection's last token was it.
+    /// The identity `owner` admitted `token` (a bearer token or `Authorization` value) as,
+    /// if this connection's last credential was it.
     pub fn get(&self, owner: u64, token: &[u8], now: Instant) -> Option<Arc<Identity>> {
         // Never waits: a connection's requests run on one thread, and a poisoned or busy
         // slot only means the cache answers instead.
