@@ -40,6 +40,8 @@ const MAX_CHUNK_META: usize = 16 * 1024;
 const HEAD_READ: usize = 8 * 1024;
 /// Read size for the rest of a body that did not come with its head.
 const BODY_READ: usize = 32 * 1024;
+/// Largest `Content-Length` taken (hyper's client refuses more).
+const MAX_LENGTH: u64 = u64::MAX - 2;
 
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -500,7 +502,8 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Er
     let mut headers = HeaderMap::with_capacity(count);
     let mut length: Option<u64> = None;
     let mut chunked = None;
-    let mut close = minor == 0;
+    // A `close` anywhere wins; HTTP/1.0 is kept alive only when it asks to be.
+    let (mut close_token, mut keep_alive_token) = (false, false);
     for &(n, nl, v, vl) in &spans[..count] {
         let name = HeaderName::from_bytes(&head[n as usize..(n + nl) as usize])
             .map_err(|_| Error::Invalid("bad header name"))?;
@@ -517,6 +520,11 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Er
                 length = Some(n);
             }
         } else if name == TRANSFER_ENCODING {
+            // Codings are tokens; a value that is not visible ASCII is refused (hyper
+            // would read the body to the close, and we would have decoded it).
+            if value.to_str().is_err() {
+                return Err(Error::Invalid("bad Transfer-Encoding"));
+            }
             // Only the last coding counts: chunked, or the body runs to the close.
             let last = value
                 .as_bytes()
@@ -525,16 +533,19 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Er
                 .unwrap_or(b"");
             chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name == CONNECTION {
+            // A value that is not visible ASCII cannot be read: no reuse on its word.
+            close_token |= value.to_str().is_err();
             for token in value.as_bytes().split(|&b| b == b',') {
                 let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if minor == 0 && token.eq_ignore_ascii_case(b"keep-alive") {
-                    close = false;
-                }
+                close_token |= token.eq_ignore_ascii_case(b"close");
+                keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         }
         headers.append(name, value);
+    }
+    let mut close = close_token || (minor == 0 && !keep_alive_token);
+    if length.is_some_and(|n| n > MAX_LENGTH) {
+        return Err(Error::Invalid("Content-Length too large"));
     }
     let no_body = head_request
         || status.is_informational()
@@ -543,14 +554,17 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Er
     let framing = if no_body {
         RespFraming::Empty
     } else if let Some(chunked) = chunked {
+        // HTTP/1.0 has no transfer codings: the framing is faulty (RFC 9112 §6.1), and
+        // refused, as hyper's client does.
+        if minor == 0 {
+            return Err(Error::Invalid("Transfer-Encoding in an HTTP/1.0 response"));
+        }
         // A length next to a transfer coding is ignored and must not be passed on; the
-        // sender is confused (as is an HTTP/1.0 one sending a transfer coding at all), so
-        // its connection is not used again (RFC 9112 §6.1, §6.3).
+        // sender is confused, so its connection is not used again (RFC 9112 §6.3).
         if length.is_some() {
             headers.remove(CONTENT_LENGTH);
             close = true;
         }
-        close |= minor == 0;
         if chunked {
             RespFraming::Chunked
         } else {
@@ -606,12 +620,32 @@ pub enum Chunk {
     Data(u64),
     /// CRLF after a chunk's data: true once the CR was seen.
     DataEnd(bool),
-    /// Trailer section: bytes on the current line, and how many trailer bytes in all.
-    Trailer { line: usize, total: usize },
-    /// A trailer line's CR was seen; LF next.
-    TrailerLf { line: usize, total: usize },
+    /// Trailer section: where the current line stands, the fields before it, and how
+    /// many trailer bytes in all.
+    Trailer {
+        line: Line,
+        fields: usize,
+        total: usize,
+    },
+    /// A trailer line's CR was seen (`empty`: it ended an empty line); LF next.
+    TrailerLf {
+        empty: bool,
+        fields: usize,
+        total: usize,
+    },
     /// The empty line after the trailers was read.
     End,
+}
+
+/// Where a trailer field line stands: `name ":" value`, as httparse reads a head's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Line {
+    /// Nothing read yet.
+    Empty,
+    /// Inside the name (a token).
+    Name,
+    /// After the colon.
+    Value,
 }
 
 impl Decoder {
@@ -737,36 +771,72 @@ fn chunked_step(state: &mut Chunk, buf: &mut BytesMut) -> Result<Option<Bytes>, 
                 }
                 Chunk::SizeExt { size, len: len + 1 }
             }
-            (Chunk::SizeLf(0), b'\n') => Chunk::Trailer { line: 0, total: 0 },
+            (Chunk::SizeLf(0), b'\n') => Chunk::Trailer {
+                line: Line::Empty,
+                fields: 0,
+                total: 0,
+            },
             (Chunk::SizeLf(n), b'\n') => Chunk::Data(n),
             (Chunk::DataEnd(false), b'\r') => Chunk::DataEnd(true),
             (Chunk::DataEnd(true), b'\n') => Chunk::Size {
                 size: 0,
                 digits: false,
             },
-            // Trailer fields are read and dropped; an empty line ends the body.
-            (Chunk::Trailer { line, total }, b) => {
+            // Trailer fields are checked as hyper's client checks them (a token, a colon,
+            // a value of visible bytes; at most MAX_HEADERS) and dropped; an empty line
+            // ends the body.
+            (
+                Chunk::Trailer {
+                    line,
+                    fields,
+                    total,
+                },
+                b,
+            ) => {
                 if total >= MAX_CHUNK_META {
                     return Err(Error::Invalid("chunked trailer section too long"));
                 }
-                match b {
-                    b'\r' => Chunk::TrailerLf { line, total },
-                    b'\n' => return Err(Error::Invalid("malformed chunked trailer")),
-                    _ => Chunk::Trailer {
-                        line: line + 1,
-                        total: total + 1,
-                    },
+                let total = total + 1;
+                let line = match (line, b) {
+                    (Line::Empty | Line::Value, b'\r') => {
+                        let empty = line == Line::Empty;
+                        *state = Chunk::TrailerLf {
+                            empty,
+                            fields,
+                            total,
+                        };
+                        continue;
+                    }
+                    (Line::Empty | Line::Name, b) if is_tchar(b) => Line::Name,
+                    (Line::Name, b':') | (Line::Value, b'\t' | b' '..=b'~' | 0x80..) => Line::Value,
+                    _ => return Err(Error::Invalid("malformed chunked trailer")),
+                };
+                Chunk::Trailer {
+                    line,
+                    fields,
+                    total,
                 }
             }
-            (Chunk::TrailerLf { line: 0, .. }, b'\n') => Chunk::End,
-            (Chunk::TrailerLf { total, .. }, b'\n') => Chunk::Trailer {
-                line: 0,
-                total: total + 2,
-            },
+            (Chunk::TrailerLf { empty: true, .. }, b'\n') => Chunk::End,
+            (Chunk::TrailerLf { fields, total, .. }, b'\n') => {
+                if fields >= MAX_HEADERS {
+                    return Err(Error::Invalid("too many chunked trailer fields"));
+                }
+                Chunk::Trailer {
+                    line: Line::Empty,
+                    fields: fields + 1,
+                    total: total + 1,
+                }
+            }
             _ => return Err(Error::Invalid("malformed chunked body")),
         };
     }
     Ok(None)
+}
+
+/// A byte of a token (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 #[cfg(test)]
@@ -852,12 +922,39 @@ mod tests {
         let h = head("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n");
         assert!(h.keep_alive);
         assert_eq!(h.version, Version::HTTP_10);
-        let h =
-            head("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n");
         assert!(
-            !h.keep_alive,
+            parse(
+                "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n",
+                false
+            )
+            .is_err(),
             "a transfer coding from HTTP/1.0 is faulty framing"
         );
+        assert!(
+            parse(
+                "HTTP/1.0 204 No Content\r\ntransfer-encoding: chunked\r\n\r\n",
+                false
+            )
+            .is_ok(),
+            "unless there is no body to frame"
+        );
+    }
+
+    #[test]
+    fn a_close_is_not_undone_by_a_keep_alive() {
+        for raw in [
+            &b"HTTP/1.0 200 OK\r\nconnection: close, keep-alive\r\ncontent-length: 0\r\n\r\n"[..],
+            b"HTTP/1.0 200 OK\r\nconnection: close\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\nconnection: close\r\ncontent-length: 0\r\n\r\n",
+            // Not readable, so not trusted.
+            b"HTTP/1.0 200 OK\r\nconnection: keep-alive, x\xe9\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nconnection: x\xe9\r\ncontent-length: 0\r\n\r\n",
+        ] {
+            let h = parse_head(&mut BytesMut::from(raw), false).unwrap().unwrap();
+            assert!(!h.keep_alive, "{}", raw.escape_ascii());
+        }
+        let h = head("HTTP/1.0 200 OK\r\nconnection: x, keep-alive\r\ncontent-length: 0\r\n\r\n");
+        assert!(h.keep_alive);
     }
 
     #[test]
@@ -884,9 +981,18 @@ mod tests {
             "HTTP/1.1 20 OK\r\n\r\n",
             "HTTX/1.1 200 OK\r\n\r\n",
             "HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 18446744073709551615\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 18446744073709551614\r\n\r\n",
         ] {
             assert!(parse(raw, false).is_err(), "{raw:?}");
         }
+        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 18446744073709551613\r\n\r\n");
+        assert_eq!(h.framing, RespFraming::Length(MAX_LENGTH));
+        let raw = b"HTTP/1.1 200 OK\r\ntransfer-encoding: x\xe9, chunked\r\n\r\n";
+        assert!(
+            parse_head(&mut BytesMut::from(&raw[..]), false).is_err(),
+            "a coding that is not a token"
+        );
         // The same length twice, or as a list, is one length.
         let h = head("HTTP/1.1 200 OK\r\ncontent-length: 3, 3\r\n\r\n");
         assert_eq!(h.framing, RespFraming::Length(3));
@@ -947,6 +1053,15 @@ mod tests {
             b"5x\r\nhello\r\n0\r\n\r\n",
             b"0\r\n\n",
             b"0\r\nx: 1\n\r\n",
+            // Trailer lines that are not fields.
+            b"0\r\nbad trailer\r\n\r\n",
+            b"0\r\n: v\r\n\r\n",
+            b"0\r\nx : v\r\n\r\n",
+            b"0\r\n x: v\r\n\r\n",
+            b"0\r\nx: \x01\r\n\r\n",
+            b"0\r\nx: a\x7f\r\n\r\n",
+            b"0\r\nx\xff: v\r\n\r\n",
+            b"0\r\nx: a\rb\r\n\r\n",
         ] {
             assert!(
                 dechunk(&[wire]).is_err(),
@@ -956,8 +1071,23 @@ mod tests {
         }
         let long = format!("0\r\nx: {}\r\n\r\n", "a".repeat(MAX_CHUNK_META));
         assert!(dechunk(&[long.as_bytes()]).is_err());
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        assert!(dechunk(&[format!("0\r\n{many}\r\n").as_bytes()]).is_err());
         let long = format!("0;{}\r\n\r\n", "a".repeat(MAX_CHUNK_META + 1));
         assert!(dechunk(&[long.as_bytes()]).is_err(), "endless extensions");
+        // Trailer fields, up to MAX_HEADERS of them, are read and dropped.
+        let many: String = (0..MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        for wire in [
+            format!("0\r\n{many}\r\n").into_bytes(),
+            b"0\r\nx:\r\nY-2: a\tb \xff\r\n\r\n".to_vec(),
+        ] {
+            assert_eq!(
+                dechunk(&[&wire]).unwrap(),
+                Some(vec![]),
+                "{}",
+                wire.escape_ascii()
+            );
+        }
         // Whitespace before extensions is allowed.
         assert_eq!(
             dechunk(&[b"5 \t;a=b\r\nhello\r\n0 \r\n\r\n"]).unwrap(),
