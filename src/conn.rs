@@ -63,6 +63,8 @@ pub struct Upgraded {
     pub io: Box<dyn ClientStream>,
     /// Bytes the client sent after its request head that were already read off the stream.
     pub read_ahead: Bytes,
+    /// The connection's place under `server.limits.max_connections`: a tunnel keeps it.
+    pub permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// Hand-over point for an upgrade. The connection task serves HTTP/1.1 with hyper's

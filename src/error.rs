@@ -38,6 +38,11 @@ pub enum Refusal {
     },
     /// Auth backend down and nothing cached, or hashing queue full (503).
     AuthUnavailable,
+    /// Every connection `upstreams.X.max_connections` allows to the target is busy, and
+    /// none came free within the upstream's `connect_timeout` (503, `Retry-After: 1`).
+    UpstreamBusy,
+    /// The client stopped sending its request body for `idle_timeout` (408).
+    RequestTimeout,
     /// Upstream unreachable or failed (502).
     BadGateway,
     /// Upstream too slow (504).
@@ -58,7 +63,8 @@ impl Refusal {
             Refusal::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
             Refusal::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Refusal::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::AuthUnavailable | Refusal::UpstreamBusy => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Refusal::BadGateway => StatusCode::BAD_GATEWAY,
             Refusal::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -75,6 +81,8 @@ impl Refusal {
             Refusal::Forbidden { .. } => "access denied",
             Refusal::TooManyRequests { .. } => "too many failed attempts, retry later",
             Refusal::AuthUnavailable => "authentication service unavailable",
+            Refusal::UpstreamBusy => "upstream connection limit reached, retry later",
+            Refusal::RequestTimeout => "request body timed out",
             Refusal::BadGateway => "upstream unavailable",
             Refusal::GatewayTimeout => "upstream timed out",
         }
@@ -107,6 +115,9 @@ impl Refusal {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 h.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
+            Refusal::UpstreamBusy => {
+                h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
             _ => {}
         }
         resp
@@ -136,6 +147,8 @@ mod tests {
             429
         );
         assert_eq!(status(Refusal::AuthUnavailable), 503);
+        assert_eq!(status(Refusal::UpstreamBusy), 503);
+        assert_eq!(status(Refusal::RequestTimeout), 408);
         assert_eq!(status(Refusal::BadGateway), 502);
         assert_eq!(status(Refusal::GatewayTimeout), 504);
     }

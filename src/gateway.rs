@@ -25,11 +25,12 @@ use crate::conn::ConnInfo;
 use crate::error::Refusal;
 use crate::metrics::Metrics;
 use crate::path;
-use crate::proxy::body::{ReqBody, is_too_large};
+use crate::proxy::body::{BodyError, ReqBody, client_fault};
 use crate::proxy::headers::{
     self, X_AUTH_METHOD, X_AUTH_SCOPES, X_AUTH_SUBJECT, X_FORWARDED_HOST, X_FORWARDED_PROTO,
     X_REQUEST_ID, XFCC,
 };
+use crate::proxy::pool::SendError;
 use crate::proxy::pool::UpstreamBody;
 use crate::route::host_without_port;
 use crate::snapshot::{RouteRt, Snapshot};
@@ -48,8 +49,6 @@ pub struct Shared {
     pub services: crate::auth::Services,
     /// Set once every public listener is bound.
     pub listening: AtomicBool,
-    /// Bound on upgraded (WebSocket) tunnels, which outlive their HTTP connection.
-    pub tunnels: Arc<tokio::sync::Semaphore>,
 
     id_prefix: [u8; 12],
     id_counter: AtomicU64,
@@ -60,10 +59,7 @@ impl Shared {
     pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>) -> Self {
         let mut prefix = [0u8; 6];
         rand::fill(&mut prefix);
-        let max_tunnels = snapshot.limits.max_connections;
         Shared {
-            tunnels: Arc::new(tokio::sync::Semaphore::new(max_tunnels)),
-
             snapshot: ArcSwap::from_pointee(snapshot),
             services: crate::auth::Services::new(metrics.clone()),
             metrics,
@@ -185,6 +181,13 @@ async fn process(
     if req.headers().get_all(HOST).iter().nth(1).is_some() {
         return Err(Refusal::BadRequest("duplicate Host header"));
     }
+    // Userinfo is not part of an HTTP authority (RFC 9110 §4.2.4, RFC 9113 §8.3.1); a
+    // `user@host` would otherwise slip past a route's `host`.
+    if host.as_ref().is_some_and(|h| h.as_bytes().contains(&b'@')) {
+        return Err(Refusal::BadRequest(
+            "userinfo is not allowed in the authority",
+        ));
+    }
     if host.is_none() && req.version() == Version::HTTP_11 {
         return Err(Refusal::BadRequest("missing Host header"));
     }
@@ -230,12 +233,8 @@ async fn process(
     trace.route = Some(index);
 
     // Cheap size check first; the streaming limit enforces the rest.
-    if let Some(len) = req.headers().get(CONTENT_LENGTH) {
-        let len: u64 = len
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or(Refusal::BadRequest("invalid Content-Length"))?;
+    let content_length = headers::content_length(req.headers()).map_err(Refusal::BadRequest)?;
+    if let Some((len, _)) = content_length {
         if len > limits.max_body_bytes {
             return Err(Refusal::PayloadTooLarge);
         }
@@ -285,7 +284,7 @@ async fn process(
     // growth now instead of one per insert as the map fills.
     h.reserve(8);
     headers::strip_hop_by_hop(h);
-    headers::strip_identity(h);
+    headers::strip_identity(h, &snap.set_by_gateway, &route.consumes.headers);
     if parts.version == Version::HTTP_2 {
         headers::join_cookies(h);
     }
@@ -295,6 +294,10 @@ async fn process(
             continue;
         }
         h.remove(name);
+    }
+    if let Some((len, false)) = content_length {
+        // One value as the upstream should read it, not the list or spelling sent.
+        h.insert(CONTENT_LENGTH, HeaderValue::from(len));
     }
     headers::set_forwarded_for(h, &conn.peer_ip, peer_trusted);
     h.insert(X_FORWARDED_PROTO.clone(), snap.proto.clone());
@@ -347,7 +350,10 @@ async fn process(
     };
     parts.uri = Uri::from(pq);
     parts.version = Version::HTTP_11;
-    let upstream_req = Request::from_parts(parts, ReqBody::limited(body, limits.max_body_bytes));
+    let upstream_req = Request::from_parts(
+        parts,
+        ReqBody::limited(body, limits.max_body_bytes, limits.idle_timeout),
+    );
 
     // Forward.
     let timeout = upstream.timeout.min(limits.request_timeout);
@@ -357,8 +363,14 @@ async fn process(
             resp
         }
         Ok(Err(e)) => {
-            if is_too_large(&e) {
-                return Err(Refusal::PayloadTooLarge);
+            match client_fault(&e) {
+                Some(BodyError::TooLarge) => return Err(Refusal::PayloadTooLarge),
+                Some(BodyError::Stalled) => return Err(Refusal::RequestTimeout),
+                _ => {}
+            }
+            if matches!(e, SendError::Busy) {
+                upstream.counters.error.inc();
+                return Err(Refusal::UpstreamBusy);
             }
             upstream.counters.error.inc();
             tracing::debug!(upstream.name = %upstream.name, error = %e, "upstream request failed");
@@ -380,20 +392,16 @@ async fn process(
         if upgrade.is_none() || !agreed {
             return Err(Refusal::BadGateway);
         }
-        // A tunnel outlives its HTTP connection; it counts against the same limit.
-        let permit = shared
-            .tunnels
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| Refusal::AuthUnavailable)?;
+        // The tunnel takes over the client connection, and with it the connection's
+        // place under `max_connections`.
         let client_upgrade = conn.upgrade.claim();
         let upstream_upgrade = resp.body_mut().take_upgrade();
         let metrics = shared.metrics.clone();
+        let idle = limits.tunnel_idle_timeout;
         tokio::spawn(async move {
             metrics.active_connections.inc();
-            tunnel(client_upgrade, upstream_upgrade).await;
+            crate::proxy::upgrade::tunnel(client_upgrade, upstream_upgrade, idle).await;
             metrics.active_connections.dec();
-            drop(permit);
         });
     }
     Ok(resp.map(Either::Left))
@@ -414,10 +422,9 @@ fn strip_query(pq: &PathAndQuery, names: &[String]) -> PathAndQuery {
     };
     let kept: Vec<&str> = query
         .split('&')
-        .filter(|kv| {
-            let key = kv.split('=').next().unwrap_or("");
-            !names.iter().any(|n| n == key)
-        })
+        .zip(crate::query::pairs(query))
+        .filter(|(_, (key, _))| !names.iter().any(|n| crate::query::decodes_to(key, n)))
+        .map(|(kv, _)| kv)
         .collect();
     let s = if kept.is_empty() {
         pq.path().to_string()
@@ -425,33 +432,6 @@ fn strip_query(pq: &PathAndQuery, names: &[String]) -> PathAndQuery {
         format!("{}?{}", pq.path(), kept.join("&"))
     };
     PathAndQuery::try_from(s).unwrap_or_else(|_| PathAndQuery::from_static("/"))
-}
-
-/// Copies bytes both ways between an upgraded client and upstream connection, starting
-/// with what each side sent right behind its head.
-async fn tunnel(
-    client: tokio::sync::oneshot::Receiver<crate::conn::Upgraded>,
-    upstream: Option<Box<crate::proxy::h1::Conn>>,
-) {
-    use tokio::io::AsyncWriteExt;
-    let Ok(client) = client.await else { return };
-    let mut io = client.io;
-    let Some(upstream) = upstream else {
-        // The client saw a 101 but the upstream stream is gone: close politely.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), io.shutdown()).await;
-        return;
-    };
-    let crate::proxy::h1::Conn {
-        io: mut upstream,
-        buf,
-    } = *upstream;
-    if !client.read_ahead.is_empty() && upstream.write_all(&client.read_ahead).await.is_err() {
-        return;
-    }
-    if !buf.is_empty() && io.write_all(&buf).await.is_err() {
-        return;
-    }
-    let _ = tokio::io::copy_bidirectional(&mut io, &mut upstream).await;
 }
 
 #[cfg(test)]
@@ -467,5 +447,7 @@ mod tests {
         );
         let pq = PathAndQuery::from_static("/a?api_key=s3cret");
         assert_eq!(strip_query(&pq, &["api_key".into()]).as_str(), "/a");
+        let pq = PathAndQuery::from_static("/a?api%5Fkey=1&x=2&api_key[]=3&api.key=4");
+        assert_eq!(strip_query(&pq, &["api_key".into()]).as_str(), "/a?x=2");
     }
 }

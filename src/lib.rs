@@ -21,6 +21,7 @@ pub mod gateway;
 pub mod metrics;
 pub mod path;
 pub mod proxy;
+pub mod query;
 pub mod route;
 pub mod server;
 pub mod snapshot;

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::coalesce::Coalesced;
 use crate::config::{self, Config};
@@ -240,7 +240,7 @@ async fn serve_conn(
     peer: SocketAddr,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) {
     shared.metrics.active_connections.inc();
     let _guard = ActiveGuard(shared.metrics.clone());
@@ -253,7 +253,7 @@ async fn serve_conn(
             return;
         };
         let conn = Arc::new(ConnInfo::plain(peer));
-        serve_http(stream, conn, shared, &limits, stop, proto).await;
+        serve_http(stream, conn, shared, &limits, stop, proto, permit).await;
         return;
     };
     let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
@@ -294,7 +294,7 @@ async fn serve_conn(
     };
     let conn = Arc::new(ConnInfo::new(peer, true, client_cert));
     // Boxed so the async layers below move a pointer, not 1.2 KiB of TLS state each.
-    serve_http(Box::new(tls), conn, shared, &limits, stop, proto).await;
+    serve_http(Box::new(tls), conn, shared, &limits, stop, proto, permit).await;
 }
 
 /// Classifies a failed handshake for `portcullis_tls_handshake_errors_total{reason}` by
@@ -345,11 +345,17 @@ enum Proto {
     Http2,
 }
 
-/// Per-connection request activity, for the idle watchdog and parking.
+/// Per-connection request activity, for the idle and stall watchdogs and parking.
 #[derive(Default)]
 struct Activity {
     in_flight: AtomicUsize,
     started: AtomicU64,
+    /// Response body frames hyper has taken.
+    frames: AtomicU64,
+    /// Responses hyper holds without waiting on their body: not polled yet, or their last
+    /// frame taken and not back for the next. hyper is then waiting for the client to
+    /// take what it wrote, or for flow-control window.
+    waiting_client: AtomicUsize,
 }
 
 impl Activity {
@@ -360,6 +366,45 @@ impl Activity {
         *seen = started;
         quiet
     }
+}
+
+/// Notices a client that stopped reading: a response waits on it and no response frame
+/// has moved on the connection for `limit`. The connection is then dropped, which drops
+/// every response body on it and so releases their upstream connections.
+struct StallWatch {
+    frames: u64,
+    since: Instant,
+}
+
+impl StallWatch {
+    fn new() -> Self {
+        StallWatch {
+            frames: 0,
+            since: Instant::now(),
+        }
+    }
+
+    fn stalled(&mut self, act: &Activity, limit: Duration) -> bool {
+        let now = Instant::now();
+        let frames = act.frames.load(Ordering::Relaxed);
+        if act.waiting_client.load(Ordering::Relaxed) == 0 || frames != self.frames {
+            self.frames = frames;
+            self.since = now;
+            return false;
+        }
+        now.duration_since(self.since) >= limit
+    }
+}
+
+/// The longest a connection asked to close gracefully (idle, or its first request never
+/// came) may take to do so before it is dropped.
+fn close_wait(limits: &config::Limits) -> Duration {
+    limits.header_read_timeout.min(Duration::from_secs(5))
+}
+
+/// The current `server.shutdown_grace`: how long a draining connection may finish.
+fn drain_grace(shared: &Shared) -> Duration {
+    shared.snapshot.load().config.server.shutdown_grace
 }
 
 /// Plaintext only: waits (bounded) for the first bytes and picks HTTP/2 for the
@@ -415,12 +460,7 @@ fn service(
         // be stored twice, and hyper moves this future once per request.
         async move {
             let resp = gateway::handle(shared, conn, req).await;
-            resp.map(|r| {
-                r.map(|body| Tracked {
-                    body,
-                    _in_flight: in_flight,
-                })
-            })
+            resp.map(|r| r.map(|body| Tracked::new(body, in_flight)))
         }
     })
 }
@@ -430,10 +470,44 @@ fn service(
 /// connection is one whose last response is fully out.
 struct InFlight(Arc<Activity>);
 
-/// The gateway's response body, holding its request's `InFlight`.
+/// The gateway's response body, holding its request's `InFlight`; counts the frames
+/// hyper takes and whether it is waiting for the client (see `StallWatch`).
 struct Tracked {
     body: gateway::RespBody,
-    _in_flight: InFlight,
+    in_flight: InFlight,
+    waiting: bool,
+}
+
+impl Tracked {
+    /// A response hyper is about to take: until it polls the body, the ball is in its
+    /// court (a client with no flow-control window may never let it).
+    fn new(body: gateway::RespBody, in_flight: InFlight) -> Self {
+        let mut t = Tracked {
+            body,
+            in_flight,
+            waiting: false,
+        };
+        t.set_waiting(true);
+        t
+    }
+
+    fn set_waiting(&mut self, waiting: bool) {
+        if self.waiting != waiting {
+            self.waiting = waiting;
+            let counter = &self.in_flight.0.waiting_client;
+            if waiting {
+                counter.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counter.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.set_waiting(false);
+    }
 }
 
 impl hyper::body::Body for Tracked {
@@ -444,7 +518,13 @@ impl hyper::body::Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        self.set_waiting(false);
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            self.in_flight.0.frames.fetch_add(1, Ordering::Relaxed);
+            self.set_waiting(true);
+        }
+        polled
     }
     fn is_end_stream(&self) -> bool {
         self.body.is_end_stream()
@@ -475,9 +555,10 @@ async fn serve_http<S: Transport>(
     limits: &config::Limits,
     stop: watch::Receiver<bool>,
     proto: Proto,
+    permit: OwnedSemaphorePermit,
 ) {
     match proto {
-        Proto::Http1 => serve_http1(io, conn, shared, limits, stop).await,
+        Proto::Http1 => serve_http1(io, conn, shared, limits, stop, permit).await,
         Proto::Http2 => serve_http2(io, conn, shared, limits, stop).await,
     }
 }
@@ -491,6 +572,7 @@ async fn serve_http1<S: Transport>(
     shared: Arc<Shared>,
     limits: &config::Limits,
     mut stop: watch::Receiver<bool>,
+    permit: OwnedSemaphorePermit,
 ) {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -529,6 +611,7 @@ async fn serve_http1<S: Transport>(
         let mut seen = session_start;
         let sleep = tokio::time::sleep(tick);
         tokio::pin!(sleep);
+        let mut stall = StallWatch::new();
         let result = loop {
             tokio::select! {
                 biased;
@@ -536,18 +619,24 @@ async fn serve_http1<S: Transport>(
                 () = stopped(&mut stop), if !closing => {
                     // Finish the request in flight (answered `Connection: close`), then close.
                     c.as_mut().graceful_shutdown();
-                    let r = c.as_mut().await;
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "connection ended with error");
+                    match tokio::time::timeout(drain_grace(&shared), c.as_mut()).await {
+                        Ok(Err(e)) => tracing::debug!(error = %e, "connection ended with error"),
+                        Ok(Ok(())) => {}
+                        Err(_) => return,
                     }
                     let parts = Pin::into_inner(c).into_parts();
                     shutdown(parts.io.into_inner().inner).await;
                     return;
                 }
-                () = &mut sleep, if !closing => {
+                () = &mut sleep => {
+                    if stall.stalled(&activity, limits.idle_timeout) {
+                        tracing::debug!(client.ip = %conn.peer.ip(), "client stopped reading its response; closing the connection");
+                        return;
+                    }
+                    sleep.as_mut().reset(tokio::time::Instant::now() + tick);
                     // Only after a request: a session that has served none may hold the
                     // start of one, and hyper would answer it `Connection: close`.
-                    if activity.quiet_since(&mut seen) && seen != session_start {
+                    if !closing && activity.quiet_since(&mut seen) && seen != session_start {
                         // Idle between requests, hyper ends the session on the next poll.
                         // If it does not (a request body still arriving, a flush pending),
                         // keep-alive is now off and the stream closes when it ends.
@@ -560,8 +649,6 @@ async fn serve_http1<S: Transport>(
                             }
                             Poll::Pending => {}
                         }
-                    } else {
-                        sleep.as_mut().reset(tokio::time::Instant::now() + tick);
                     }
                 }
             }
@@ -588,6 +675,7 @@ async fn serve_http1<S: Transport>(
                     let _ = tunnel.send(Upgraded {
                         io: Box::new(session.inner),
                         read_ahead: session.replay,
+                        permit,
                     });
                 }
                 return;
@@ -643,28 +731,47 @@ async fn serve_http2<S: Transport>(
     builder
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .max_concurrent_streams(256)
+        .max_concurrent_streams(limits.max_concurrent_streams)
         .keep_alive_interval(Some(limits.idle_timeout))
         .keep_alive_timeout(Duration::from_secs(20));
     let activity = Arc::new(Activity::default());
-    let svc = service(shared, conn, activity.clone());
+    let svc = service(shared.clone(), conn.clone(), activity.clone());
     // Boxed: inline, hyper's HTTP/2 state would size every connection's task.
     let io = TokioIo::new(Coalesced::new(io));
     let mut c = Box::pin(builder.serve_connection(io, svc));
-    let idle = limits.idle_timeout;
+    let (idle, first) = (limits.idle_timeout, limits.header_read_timeout);
+    // Often enough that each deadline is met within half its length again.
+    let tick = (idle.min(first) / 2).max(Duration::from_millis(10));
+    let opened = Instant::now();
+    let mut quiet_from = opened;
     let mut seen = 0;
+    let mut stall = StallWatch::new();
     let result = loop {
         tokio::select! {
             r = c.as_mut() => break r,
             () = stopped(&mut stop) => {
                 c.as_mut().graceful_shutdown();
-                break c.as_mut().await;
+                break tokio::time::timeout(drain_grace(&shared), c.as_mut()).await.unwrap_or(Ok(()));
             }
-            () = tokio::time::sleep(idle) => {
-                // Idle watchdog: no request in flight and none started for a whole period.
-                if activity.quiet_since(&mut seen) {
+            () = tokio::time::sleep(tick) => {
+                let now = Instant::now();
+                if !activity.quiet_since(&mut seen) {
+                    quiet_from = now;
+                }
+                if seen == 0 && now.duration_since(opened) >= first {
+                    // No request within `header_read_timeout` (perhaps not even the
+                    // preface, which hyper would wait for before any GOAWAY): drop it.
+                    tracing::debug!(client.ip = %conn.peer.ip(), "no HTTP/2 request in time; closing the connection");
+                    return;
+                }
+                if stall.stalled(&activity, idle) {
+                    tracing::debug!(client.ip = %conn.peer.ip(), "client stopped reading its responses; closing the connection");
+                    return;
+                }
+                if now.duration_since(quiet_from) >= idle {
+                    // Idle: GOAWAY, and a close that must not take long.
                     c.as_mut().graceful_shutdown();
-                    break c.as_mut().await;
+                    break tokio::time::timeout(close_wait(limits), c.as_mut()).await.unwrap_or(Ok(()));
                 }
             }
         }

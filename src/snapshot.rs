@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
 use crate::auth::pipeline::{Member, Pipeline};
@@ -44,6 +44,8 @@ pub struct Snapshot {
     pub limits: Limits,
     /// Trusted proxy networks for `X-Forwarded-For`.
     pub trusted_proxies: Vec<IpNet>,
+    /// Every header an authenticator can set (`forward_claims`): stripped on every route.
+    pub set_by_gateway: Vec<HeaderName>,
     /// `X-Forwarded-Proto` value.
     pub proto: HeaderValue,
     /// Metrics for unmatched requests.
@@ -121,6 +123,14 @@ impl Snapshot {
             .clone()
             .map(tokio_rustls::TlsAcceptor::from);
         let proto = HeaderValue::from_static(if tls.is_some() { "https" } else { "http" });
+        let mut set_by_gateway: Vec<HeaderName> = Vec::new();
+        for (_, a) in &config.authenticators {
+            for h in a.sets_headers() {
+                if !set_by_gateway.contains(&h) {
+                    set_by_gateway.push(h);
+                }
+            }
+        }
         Ok(Snapshot {
             routes,
             upstreams,
@@ -128,6 +138,7 @@ impl Snapshot {
             tls,
             limits: config.server.limits.clone(),
             trusted_proxies: config.server.trusted_proxies.clone(),
+            set_by_gateway,
             proto,
             unmatched: metrics.route("-"),
             config,

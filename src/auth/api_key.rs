@@ -68,32 +68,6 @@ pub fn parse_hash(s: &str) -> Result<[u8; 32], String> {
     Ok(out)
 }
 
-/// Decodes `%XX` escapes and `+` in a query value; `None` when malformed.
-fn percent_decode(v: &str) -> Option<Vec<u8>> {
-    let b = v.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        match c {
-            b'%' => {
-                let hi = b.get(i + 1).and_then(|c| (*c as char).to_digit(16))?;
-                let lo = b.get(i + 2).and_then(|c| (*c as char).to_digit(16))?;
-                out.push(u8::try_from(hi * 16 + lo).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    Some(out)
-}
-
 /// What the request carries.
 enum Found {
     Absent,
@@ -258,17 +232,14 @@ impl ApiKey {
                 let Some(q) = req.uri.query() else {
                     return Found::Absent;
                 };
-                let mut hits = q.split('&').filter_map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    (k == name).then_some(v)
-                });
+                let mut hits = crate::query::pairs(q).filter_map(|(k, v)| (k == name).then_some(v));
                 let Some(v) = hits.next() else {
                     return Found::Absent;
                 };
                 if hits.next().is_some() {
                     return Found::Malformed;
                 }
-                match percent_decode(v) {
+                match crate::query::percent_decode(v) {
                     Some(v) => v,
                     None => return Found::Malformed,
                 }
@@ -369,12 +340,5 @@ mod tests {
         ));
         let before = OffsetDateTime::parse("2019-12-31T23:59:59Z", &Rfc3339).unwrap();
         assert!(a.check(key.as_bytes(), before).is_ok());
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%2Bb+c").unwrap(), b"a+b c");
-        assert!(percent_decode("a%2").is_none());
-        assert!(percent_decode("a%zz").is_none());
     }
 }

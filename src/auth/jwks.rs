@@ -197,6 +197,9 @@ pub struct RemoteJwks {
     client: Client<Connector, Full<Bytes>>,
     keys: ArcSwapOption<KeySet>,
     generation: AtomicU64,
+    /// The last fetch failed: the endpoint is down, so a key missing from the cached set
+    /// may be one it would serve (fail closed with 503, not 401).
+    failing: AtomicBool,
     /// Time of the last early refresh; the lock makes early refreshes single-flight.
     early: tokio::sync::Mutex<Option<Instant>>,
     counters: OnceLock<(Counter, Counter)>,
@@ -218,6 +221,7 @@ impl RemoteJwks {
             client,
             keys: ArcSwapOption::empty(),
             generation: AtomicU64::new(0),
+            failing: AtomicBool::new(false),
             early: tokio::sync::Mutex::new(None),
             counters: OnceLock::new(),
             started: AtomicBool::new(false),
@@ -242,6 +246,11 @@ impl RemoteJwks {
         (self.keys.load_full(), generation)
     }
 
+    /// Whether the last fetch failed (the endpoint is down or answers garbage).
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::Acquire)
+    }
+
     /// Whether keys have been loaded.
     pub fn loaded(&self) -> bool {
         self.keys.load().is_some()
@@ -255,6 +264,7 @@ impl RemoteJwks {
             Some((s, f)) => (Some(s), Some(f)),
             None => (None, None),
         };
+        self.failing.store(r.is_err(), Ordering::Release);
         match &r {
             Ok(_) => {
                 ok.map(Counter::inc);

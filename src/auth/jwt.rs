@@ -115,6 +115,12 @@ impl Jwt {
         let Ok(header) = jsonwebtoken::decode_header(token) else {
             return reject();
         };
+        // No header extension is understood: one the issuer marks critical means the
+        // token must not be accepted (RFC 7515 §4.1.11).
+        if header.crit.is_some() {
+            tracing::debug!("jwt rejected: critical header extension not understood");
+            return reject();
+        }
         let Some(validation) = self
             .validations
             .iter()
@@ -148,6 +154,8 @@ impl Jwt {
                 }
                 match set.lookup(kid, header.alg) {
                     Lookup::Found(k) => verify(token, k, validation),
+                    // The key may be one the endpoint serves now, and it cannot be asked.
+                    Lookup::UnknownKid if remote.failing() => return Outcome::Unavailable,
                     Lookup::UnknownKid | Lookup::NoKey => None,
                 }
             }

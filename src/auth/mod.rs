@@ -405,6 +405,24 @@ impl Authenticator {
         }
     }
 
+    /// Headers this authenticator sets on the requests it admits besides the `X-Auth-*`
+    /// ones (`forward_claims`). Every route strips them from every request, so a client
+    /// cannot send them where this authenticator does not run.
+    pub fn sets_headers(&self) -> Vec<http::HeaderName> {
+        match self {
+            Authenticator::Jwt(_) | Authenticator::Introspection(_) => self
+                .consumes()
+                .headers
+                .into_iter()
+                .filter(|h| *h != http::header::AUTHORIZATION)
+                .collect(),
+            Authenticator::None(_)
+            | Authenticator::Mtls(_)
+            | Authenticator::Basic(_)
+            | Authenticator::ApiKey(_) => Vec::new(),
+        }
+    }
+
     /// Whether this kind grants scopes (for `require.scopes` validation).
     pub fn grants_scopes(&self) -> bool {
         matches!(

@@ -100,8 +100,12 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// Keep-alive connections idle this long are closed.
     pub idle_timeout: Duration,
-    /// Concurrent public connections.
+    /// Concurrent public connections (WebSocket tunnels included).
     pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per client connection.
+    pub max_concurrent_streams: u32,
+    /// A WebSocket tunnel with no traffic either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
 }
 
 /// `[admin]`.
@@ -127,8 +131,10 @@ pub struct Upstream {
     pub targets: Vec<Target>,
     /// TCP+TLS connect timeout.
     pub connect_timeout: Duration,
-    /// Time to wait for response headers.
+    /// Time to wait for response headers, and for each further piece of the body.
     pub timeout: Duration,
+    /// Open connections allowed per target.
+    pub max_connections: usize,
     /// Roots for https targets (`None`: webpki roots).
     pub ca: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
     /// Active health checking.

@@ -66,6 +66,8 @@ pub struct Limits {
     pub request_timeout: Option<Dur>,
     pub idle_timeout: Option<Dur>,
     pub max_connections: Option<i64>,
+    pub max_concurrent_streams: Option<i64>,
+    pub tunnel_idle_timeout: Option<Dur>,
 }
 
 /// `[admin]`.
@@ -90,6 +92,7 @@ pub struct Upstream {
     pub targets: Vec<String>,
     pub connect_timeout: Option<Dur>,
     pub timeout: Option<Dur>,
+    pub max_connections: Option<i64>,
     pub ca: Option<String>,
     pub health_check: Option<HealthCheck>,
 }

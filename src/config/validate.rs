@@ -289,6 +289,14 @@ fn server(problems: &mut Problems, dir: &Path, s: raw::Server) -> Option<Server>
             li.max_connections,
             10_000,
         ) as usize,
+        max_concurrent_streams: positive(
+            problems,
+            "server.limits.max_concurrent_streams",
+            li.max_concurrent_streams,
+            100,
+        )
+        .min(u64::from(u32::MAX)) as u32,
+        tunnel_idle_timeout: dur(li.tunnel_idle_timeout, Duration::from_secs(600)),
     };
     if limits.max_connections > 1_000_000 {
         problems.push("server.limits.max_connections", "must be at most 1000000");
@@ -300,6 +308,7 @@ fn server(problems: &mut Problems, dir: &Path, s: raw::Server) -> Option<Server>
         ("header_read_timeout", limits.header_read_timeout),
         ("request_timeout", limits.request_timeout),
         ("idle_timeout", limits.idle_timeout),
+        ("tunnel_idle_timeout", limits.tunnel_idle_timeout),
     ] {
         if d.is_zero() {
             problems.push(format!("server.limits.{k}"), "must be greater than zero");
@@ -457,11 +466,18 @@ fn upstream(
             );
         }
     }
+    let max_connections = positive(
+        problems,
+        &format!("{base}.max_connections"),
+        r.max_connections,
+        1024,
+    ) as usize;
     (problems.len() == before).then(|| Upstream {
         name,
         targets,
         connect_timeout: dur(r.connect_timeout, Duration::from_secs(2)),
         timeout: dur(r.timeout, Duration::from_secs(30)),
+        max_connections,
         ca,
         health_check,
     })

@@ -32,7 +32,7 @@ use super::body::{BodyError, ReqBody};
 /// Most response header fields accepted (hyper's default).
 const MAX_HEADERS: usize = 100;
 /// Largest response head; nginx's default `proxy_buffer_size` is 4 or 8 KiB.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Largest chunk-extension run and trailer section of a chunked body (both are dropped
 /// as they are read, so neither grows a buffer; the bound is on time spent, as hyper's).
 const MAX_CHUNK_META: usize = 16 * 1024;
@@ -116,6 +116,8 @@ pub struct Conn {
     pub io: Io,
     /// Read ahead of what has been parsed (after a 101: the first tunnel bytes).
     pub buf: BytesMut,
+    /// The connection's place under `upstreams.X.max_connections` (none in tests).
+    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// How a request body goes on the wire.
@@ -340,6 +342,7 @@ impl Conn {
         Conn {
             io,
             buf: BytesMut::new(),
+            permit: None,
         }
     }
 
@@ -450,7 +453,7 @@ fn parse_length(v: &[u8]) -> Option<u64> {
 
 /// Parses a complete head off the front of `buf` (None: not all of it is there yet).
 /// Header values share the buffer's memory.
-fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Error> {
+pub(crate) fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Error> {
     // Offsets into `buf` of each field's name and value, so the head can be split off
     // and shared once httparse's borrow of it ends.
     let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
@@ -501,6 +504,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Er
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(count);
     let mut length: Option<u64> = None;
+    let mut length_plain = true;
     let mut chunked = None;
     // A `close` anywhere wins; HTTP/1.0 is kept alive only when it asks to be.
     let (mut close_token, mut keep_alive_token) = (false, false);
@@ -517,6 +521,9 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Er
                 if length.is_some_and(|l| l != n) {
                     return Err(Error::Invalid("conflicting Content-Length"));
                 }
+                // Passed on as one value: an HTTP/2 client refuses a list or a repeat.
+                length_plain &=
+                    length.is_none() && (part.len() == 1 || part.first() != Some(&b'0'));
                 length = Some(n);
             }
         } else if name == TRANSFER_ENCODING {
@@ -577,6 +584,9 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Er
             None => RespFraming::Eof,
         }
     };
+    if let (Some(n), false, None) = (length, length_plain, chunked) {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+    }
     let version = if minor == 0 {
         Version::HTTP_10
     } else {
@@ -725,7 +735,7 @@ impl Decoder {
 /// Consumes chunked-coding bytes from the front of `buf`: returns data when some is
 /// there, else advances `state` over size lines, CRLFs and trailers until `buf` is empty
 /// or the body ends (`Chunk::End`).
-fn chunked_step(state: &mut Chunk, buf: &mut BytesMut) -> Result<Option<Bytes>, Error> {
+pub(crate) fn chunked_step(state: &mut Chunk, buf: &mut BytesMut) -> Result<Option<Bytes>, Error> {
     while !buf.is_empty() {
         match *state {
             Chunk::Data(left) => {
@@ -907,6 +917,22 @@ mod tests {
             head("HTTP/1.1 103 Early Hints\r\n\r\n").framing,
             RespFraming::Empty
         );
+    }
+
+    #[test]
+    fn a_repeated_content_length_is_passed_on_as_one_value() {
+        for raw in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 005\r\n\r\n",
+        ] {
+            let h = head(raw);
+            assert_eq!(h.framing, RespFraming::Length(5), "{raw:?}");
+            let values: Vec<_> = h.headers.get_all(CONTENT_LENGTH).iter().collect();
+            assert_eq!(values, ["5"], "{raw:?}");
+        }
+        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n");
+        assert_eq!(h.headers[CONTENT_LENGTH], "5");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 use std::net::IpAddr;
 
 use http::header::{
-    CONNECTION, DATE, HeaderMap, HeaderName, HeaderValue, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, CONTENT_LENGTH, DATE, HeaderMap, HeaderName, HeaderValue, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
 };
 
 /// `X-Forwarded-For`.
@@ -84,37 +85,69 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// Removes every client-sent `X-Auth-*` and `X-Forwarded-Client-Cert`.
-pub fn strip_identity(h: &mut HeaderMap) {
-    // Also the underscore spellings (`X_Auth_Subject`): CGI-style upstreams map `-` and `_`
-    // to the same variable, so they would read as the gateway's own headers.
-    if h.keys().any(spoofable) {
-        let names: Vec<HeaderName> = h.keys().filter(|k| spoofable(k)).cloned().collect();
+/// Removes every client-sent header the upstream could take for the gateway's word: the
+/// identity headers (`X-Auth-*`, `X-Forwarded-Client-Cert`), `set_by_gateway` (every
+/// header an authenticator in the configuration can set, such as `forward_claims`, on
+/// every route), client-address headers other than `X-Forwarded-For` (`Forwarded`,
+/// `X-Real-IP`, `True-Client-IP`), and the overrides some frameworks honour after routing
+/// (`X-Original-URL`, `X-Rewrite-URL`, `X-HTTP-Method-Override`). Each in every
+/// `_`/`-` spelling: CGI, WSGI and PHP upstreams read `X_Tenant` and `X-Tenant` as the
+/// same variable. `consumed` (the route's credential headers) loses its `_` spellings
+/// here; the exact names are the caller's to remove (a `forward_token` route keeps one).
+pub fn strip_identity(h: &mut HeaderMap, set_by_gateway: &[HeaderName], consumed: &[HeaderName]) {
+    let doomed = |k: &HeaderName| {
+        let s = k.as_str();
+        spoofable(s)
+            || set_by_gateway.iter().any(|n| same_field(s, n.as_str()))
+            || (s.contains('_') && consumed.iter().any(|n| same_field(s, n.as_str())))
+    };
+    if h.keys().any(doomed) {
+        let names: Vec<HeaderName> = h.keys().filter(|k| doomed(k)).cloned().collect();
         for n in names {
             h.remove(n);
         }
     }
 }
 
-/// A client header that could pass for one the gateway sets.
-fn spoofable(k: &HeaderName) -> bool {
-    let s = k.as_str();
-    if s.starts_with("x-auth-") || s == "x-forwarded-client-cert" {
-        return true;
-    }
-    if !s.contains('_') {
+/// Whether two lower-case field names are one variable to a CGI-style upstream (`_` and
+/// `-` are the same).
+fn same_field(a: &str, b: &str) -> bool {
+    let dash = |c: u8| if c == b'_' { b'-' } else { c };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| dash(x) == dash(y))
+}
+
+/// A client header that could pass for one the gateway sets, or that redirects the request
+/// after it was routed and authorised. Dashed `X-Forwarded-*` and `X-Request-Id` are the
+/// gateway's to rewrite; their `_` spellings go.
+fn spoofable(s: &str) -> bool {
+    // Most fields (host, accept, user-agent, content-type...) leave at the first byte.
+    if !matches!(s.as_bytes().first(), Some(b'x' | b'f' | b't')) {
         return false;
     }
-    let dashed = s.replace('_', "-");
-    dashed.starts_with("x-auth-")
-        || matches!(
-            dashed.as_str(),
-            "x-forwarded-client-cert"
-                | "x-forwarded-for"
-                | "x-forwarded-proto"
-                | "x-forwarded-host"
-                | "x-request-id"
-        )
+    let dashed = |t: &str| same_field(s, t);
+    s.get(..7).is_some_and(|p| same_field(p, "x-auth-"))
+        || [
+            "x-forwarded-client-cert",
+            "forwarded",
+            "x-real-ip",
+            "true-client-ip",
+            "x-original-url",
+            "x-rewrite-url",
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+        ]
+        .iter()
+        .any(|t| dashed(t))
+        || (s.contains('_')
+            && [
+                "x-forwarded-for",
+                "x-forwarded-proto",
+                "x-forwarded-host",
+                "x-request-id",
+            ]
+            .iter()
+            .any(|t| dashed(t)))
 }
 
 /// HTTP/2 sends each cookie as its own field; an HTTP/1.1 upstream expects one `Cookie`
@@ -209,6 +242,41 @@ pub fn ip_value(ip: IpAddr) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
+/// The body length `Content-Length` declares, and whether it is written the one way an
+/// upstream should read it (a single field, digits without leading zeros). Repeats and
+/// lists of one value are that value (RFC 9110 §8.6); different values, or anything but
+/// digits, are an error. `None` without the field.
+pub fn content_length(h: &HeaderMap) -> Result<Option<(u64, bool)>, &'static str> {
+    let mut fields = h.get_all(CONTENT_LENGTH).iter();
+    let Some(first) = fields.next() else {
+        return Ok(None);
+    };
+    let mut length: Option<u64> = None;
+    let mut canonical = true;
+    for v in std::iter::once(first).chain(fields) {
+        for part in v.as_bytes().split(|&b| b == b',') {
+            let n = digits(part.trim_ascii()).ok_or("invalid Content-Length")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("conflicting Content-Length values");
+            }
+            canonical &= length.is_none() && (part.len() == 1 || part.first() != Some(&b'0'));
+            length = Some(n);
+        }
+    }
+    Ok(length.map(|n| (n, canonical)))
+}
+
+/// A decimal number of digits only (`u64::from_str` would also take a `+`).
+pub fn digits(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &b| {
+        let digit = b.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
 /// `X-Request-Id` kept if it is 1-128 characters of `[A-Za-z0-9._-]`.
 pub fn valid_request_id(v: &[u8]) -> bool {
     (1..=128).contains(&v.len())
@@ -280,7 +348,7 @@ mod tests {
             h.insert(HeaderName::from_static(n), HeaderValue::from_static("evil"));
         }
         h.insert("x_custom_thing", HeaderValue::from_static("kept"));
-        strip_identity(&mut h);
+        strip_identity(&mut h, &[], &[]);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x_custom_thing"));
     }
@@ -296,8 +364,40 @@ mod tests {
             HeaderValue::from_static("Hash=1"),
         );
         h.insert("x-authz", HeaderValue::from_static("kept"));
-        strip_identity(&mut h);
+        strip_identity(&mut h, &[], &[]);
         assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn removes_every_spelling_of_claim_headers_overrides_and_client_addresses() {
+        let tenant = HeaderName::from_static("x-tenant");
+        let api_key = HeaderName::from_static("x-api-key");
+        let mut h = HeaderMap::new();
+        for n in [
+            "x-tenant",
+            "x_tenant",
+            "x-api_key",
+            "x-original-url",
+            "x_rewrite_url",
+            "x-http-method-override",
+            "x-method-override",
+            "forwarded",
+            "x-real-ip",
+            "true_client_ip",
+            "x_auth-subject",
+        ] {
+            h.insert(HeaderName::from_static(n), HeaderValue::from_static("evil"));
+        }
+        for n in ["x-api-key", "x-forwarded-for", "x-tenantx", "x-forwarded"] {
+            h.insert(HeaderName::from_static(n), HeaderValue::from_static("kept"));
+        }
+        strip_identity(&mut h, &[tenant], &[api_key]);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            ["x-api-key", "x-forwarded", "x-forwarded-for", "x-tenantx"]
+        );
     }
 
     #[test]
@@ -371,6 +471,29 @@ mod tests {
         assert_eq!(ip_value("::ffff:10.1.2.3".parse().unwrap()), "10.1.2.3");
         assert_eq!(ip_value("2001:db8::1".parse().unwrap()), "2001:db8::1");
         assert_eq!(ip_value("127.0.0.1".parse().unwrap()), "127.0.0.1");
+    }
+
+    #[test]
+    fn content_length_is_one_number_written_one_way() {
+        let with = |vals: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in vals {
+                h.append(CONTENT_LENGTH, HeaderValue::from_str(v).unwrap());
+            }
+            content_length(&h)
+        };
+        assert_eq!(with(&[]), Ok(None));
+        assert_eq!(with(&["5"]), Ok(Some((5, true))));
+        assert_eq!(with(&["0"]), Ok(Some((0, true))));
+        assert_eq!(with(&["5, 5"]), Ok(Some((5, false))));
+        assert_eq!(with(&["5", "5"]), Ok(Some((5, false))));
+        assert_eq!(with(&["03", "3"]), Ok(Some((3, false))));
+        assert_eq!(with(&["007"]), Ok(Some((7, false))));
+        assert!(with(&["5", "6"]).is_err());
+        assert!(with(&["5,6"]).is_err());
+        assert!(with(&["+5"]).is_err());
+        assert!(with(&[""]).is_err());
+        assert!(with(&["99999999999999999999999"]).is_err());
     }
 
     #[test]

@@ -12,8 +12,10 @@
 //! a bodiless request with an idempotent method then goes out once more on a new
 //! connection (as Go's and nginx's clients do); any other request gets a 502.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -24,6 +26,8 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 use tokio_rustls::TlsConnector;
 
 use super::body::ReqBody;
@@ -48,15 +52,28 @@ pub enum SendError {
     /// No connection: refused, unreachable, TLS failed, connect timeout.
     #[error("connect: {0}")]
     Connect(#[source] io::Error),
+    /// Every connection `max_connections` allows is in use and none came free in time.
+    #[error("every connection to the target is busy")]
+    Busy,
     /// The exchange failed (the source chain says why, e.g. a request body over its limit).
     #[error(transparent)]
     Exchange(#[from] h1::Error),
 }
 
-/// The idle connections of one target.
-#[derive(Default)]
+/// The connections of one target: the idle ones, and a permit for each open one.
 pub struct Pool {
     idle: Mutex<Vec<Idle>>,
+    /// One permit per connection `upstreams.X.max_connections` allows.
+    slots: Arc<Semaphore>,
+    /// Requests waiting for a permit: a connection that comes back then is closed instead
+    /// of kept idle, so that its permit goes to one of them.
+    waiting: AtomicUsize,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool::new(1024)
+    }
 }
 
 struct Idle {
@@ -65,6 +82,29 @@ struct Idle {
 }
 
 impl Pool {
+    /// A pool for a target allowed `max_connections` open connections.
+    pub fn new(max_connections: usize) -> Self {
+        Pool {
+            idle: Mutex::new(Vec::new()),
+            slots: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    /// A permit for one more connection, waiting up to `wait` for one to come free.
+    async fn permit(&self, wait: Duration) -> Result<OwnedSemaphorePermit, SendError> {
+        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let got = tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        match got {
+            Ok(Ok(p)) => Ok(p),
+            _ => Err(SendError::Busy),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Vec<Idle>> {
         // Nothing here can panic while holding the lock; recover rather than propagate.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
@@ -82,6 +122,10 @@ impl Pool {
 
     /// Takes a connection back once its exchange is over (nothing unread on it).
     fn checkin(&self, mut conn: Conn) {
+        if self.waiting.load(Ordering::Relaxed) > 0 {
+            // Its permit goes to a request waiting for one.
+            return;
+        }
         // An idle connection holds no buffer memory.
         conn.buf = BytesMut::new();
         let mut idle = self.lock();
@@ -189,6 +233,8 @@ impl Endpoint<'_> {
                     status,
                     timeout: self.timeout,
                     pool: self.pool.clone(),
+                    stall: None,
+                    moved: true,
                 })),
             }
         };
@@ -203,6 +249,7 @@ impl Endpoint<'_> {
     }
 
     async fn connect(&self) -> Result<Conn, SendError> {
+        let permit = self.pool.permit(self.dialer.connect_timeout).await?;
         let dial = async {
             let tcp = TcpStream::connect(self.addr).await?;
             tcp.set_nodelay(true)?;
@@ -212,7 +259,11 @@ impl Endpoint<'_> {
             })
         };
         match tokio::time::timeout(self.dialer.connect_timeout, dial).await {
-            Ok(Ok(io)) => Ok(Conn::new(io)),
+            Ok(Ok(io)) => {
+                let mut conn = Conn::new(io);
+                conn.permit = Some(permit);
+                Ok(conn)
+            }
             Ok(Err(e)) => Err(SendError::Connect(e)),
             Err(_) => Err(SendError::Connect(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -243,8 +294,13 @@ pub struct Streaming {
     upload: Option<Upload>,
     keep_alive: bool,
     status: StatusCode,
+    /// Longest wait for the next piece of the body (`upstreams.X.timeout`).
     timeout: Duration,
     pool: Arc<Pool>,
+    /// Runs while the body waits on the upstream; made on the first wait.
+    stall: Option<Pin<Box<Sleep>>>,
+    /// Data came since the stall timer was last set.
+    moved: bool,
 }
 
 impl UpstreamBody {
@@ -287,7 +343,12 @@ impl Body for UpstreamBody {
                 Poll::Pending => {}
             }
         }
-        match ready!(s.decoder.poll_data(conn, cx)) {
+        let polled = match s.decoder.poll_data(conn, cx) {
+            Poll::Ready(r) => r,
+            Poll::Pending => return s.poll_stall(cx),
+        };
+        s.moved = true;
+        match polled {
             Ok(Some(data)) => {
                 if s.decoder.is_done() {
                     s.finish();
@@ -328,6 +389,27 @@ impl Body for UpstreamBody {
 }
 
 impl Streaming {
+    /// Waiting for the upstream: ends the body with an error once no byte has come for
+    /// `timeout` (as nginx's `proxy_read_timeout`); the connection is closed.
+    fn poll_stall(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h1::Error>>> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let timer = self
+            .stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if std::mem::take(&mut self.moved) {
+            timer.as_mut().reset(deadline);
+        }
+        ready!(timer.as_mut().poll(cx));
+        self.conn = None;
+        Poll::Ready(Some(Err(h1::Error::Io(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "upstream sent no body bytes within its timeout",
+        )))))
+    }
+
     fn finish(&mut self) {
         if let Some(conn) = self.conn.take() {
             let upload = self.upload.take();

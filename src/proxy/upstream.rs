@@ -112,7 +112,7 @@ impl UpstreamRt {
                     addr,
                     tls_name,
                     host,
-                    pool: Arc::default(),
+                    pool: Arc::new(Pool::new(cfg.max_connections)),
                     healthy: AtomicBool::new(true),
                 })
             })

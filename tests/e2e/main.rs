@@ -13,5 +13,6 @@ mod cli;
 mod config;
 mod credentials;
 mod mtls;
+mod hardening;
 mod proxy;
 mod tokens;

@@ -668,13 +668,81 @@ async fn jwks_down_at_start_fails_closed_then_recovers() {
     })
     .await;
     assert_eq!(gw.admin_get("/readyz").await.status, 200);
-    // Keys of a failed refresh are kept.
+    // Keys of a failed refresh are kept; a key they lack may be one the endpoint serves
+    // now, and it cannot be asked: 503, not 401 (whether or not a refetch is allowed yet).
     idp.set_down(true);
+    let hits = idp.jwks_hits();
     let other = Key::rsa().sign(Some("zzz"), &claims(json!({})));
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(get(&gw, "/jwt/x", &other).await.status, 401);
+    eventually("a refetch tried and failed", async || {
+        let r = get(&gw, "/jwt/x", &other).await;
+        assert_ne!(r.status, 200);
+        r.status == 503 && idp.jwks_hits() > hits
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(get(&gw, "/jwt/x", &other).await.status, 503);
+    }
     let fresh = key.sign(Some("k"), &claims(json!({"sub": "bob"})));
     assert_eq!(get(&gw, "/jwt/x", &fresh).await.status, 200);
+    // Back up: the key is simply not there, 401.
+    idp.set_down(false);
+    eventually("a refetch succeeded", async || {
+        get(&gw, "/jwt/x", &other).await.status == 401
+    })
+    .await;
+}
+
+/// A JWS whose `crit` names an extension the gateway does not understand is refused
+/// (RFC 7515 §4.1.11), however valid its signature and claims.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_tokens_with_critical_header_extensions() {
+    let s = jwt_setup().await;
+    let mut h = Header::new(Algorithm::HS256);
+    h.crit = Some(vec!["exp-ext".into()]);
+    let c = claims(json!({}));
+    let crit = jsonwebtoken::encode(&h, &c, &EncodingKey::from_secret(HMAC.as_bytes())).unwrap();
+    assert_invalid_token(&get(&s.gw, "/hs/x", &crit).await, "crit");
+    assert_eq!(get(&s.gw, "/hs/x", &hs256(&c)).await.status, 200);
+}
+
+fn with_forged<'a>(auth: &'a str, forged: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut v = vec![("authorization", auth)];
+    v.extend_from_slice(forged);
+    v
+}
+
+/// Every header an authenticator can set (`forward_claims`) is stripped on every route, in
+/// every `_`/`-` spelling: an API-key route must not pass a client's `X-Tenant` on next to
+/// a verified subject, nor a JWT route an `X_Tenant`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_headers_cannot_be_forged_on_any_route() {
+    let s = jwt_setup().await;
+    let forged = [
+        ("x-tenant", "evil"),
+        ("x_tenant", "evil"),
+        ("X_TENANT", "evil"),
+    ];
+    let r =
+        s.gw.client()
+            .get_with(
+                "/hs/x",
+                &with_forged(&bearer(&hs256(&claims(json!({})))), &forged),
+            )
+            .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.upstream_header("x-auth-subject").as_deref(),
+        Some("alice")
+    );
+    assert!(!r.text().contains("evil"), "{}", r.text());
+    let t = s.rsa.sign(Some("rsa1"), &claims(json!({"tenant": "acme"})));
+    let r =
+        s.gw.client()
+            .get_with("/jwt/x", &with_forged(&bearer(&t), &forged))
+            .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream_headers("x-tenant"), ["acme"]);
+    assert!(!r.text().contains("evil"), "{}", r.text());
 }
 
 // ---------------------------------------------------------------------------------------
