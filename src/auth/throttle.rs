@@ -26,11 +26,20 @@
 //!   in the current window came from the same IP as the success — the user who mistyped
 //!   and then got it right — so a legitimate login elsewhere never forgives an attacker's
 //!   failures against that name from another address.
+//! * **Concurrent guesses cannot overshoot**: a verification is reserved before its hash
+//!   runs ([`Throttle::reserve`]), and a key admits a reservation only while it is not
+//!   locked and its failures in the window plus the verifications in flight stay under
+//!   `max_failures`, decided under the key's map lock. The lockout check is made again
+//!   there, not only by [`Throttle::check`]: the failure that locks a key resets its
+//!   count, so a guess that passed `check` just before would otherwise find a budget of
+//!   `max_failures` again. Nothing drops a key's in-flight count while verifications run:
+//!   not a success, not a fresh window, not making room.
 //! * Memory is bounded by `max_entries`: when the table is full, expired entries are swept;
 //!   if it is still full, the least recently touched tenth of the entries that are not
-//!   currently locked is evicted (amortised O(1) per insert). Active lockouts are never
-//!   evicted to make room, so a flood of random names cannot unlock anyone; if the table
-//!   holds nothing but active lockouts, the new key is simply not tracked (its IP still is).
+//!   currently locked is evicted (amortised O(1) per insert). Active lockouts and keys with
+//!   verifications in flight (at most the hash pool's permits and queue) are never evicted
+//!   to make room, so a flood of random names cannot unlock anyone; if the table holds
+//!   nothing else, the new key is simply not tracked (its IP still is).
 //!
 //! Counters sit behind [`FailureStore`] so a shared (e.g. Redis) store can replace the
 //! in-memory [`MemoryStore`] for a fleet of gateways. They live in `auth::Services`, so
@@ -69,9 +78,10 @@ pub trait FailureStore: Send + Sync {
     ) -> Option<Duration>;
     /// Records a success of `key` from `ip` (see the module doc for what it resets).
     fn record_success(&self, key: &Key, ip: IpAddr, now: Instant, policy: &Lockout);
-    /// Reserves one verification of `key` before the (slow) hash runs: refused when the
-    /// failures in the window plus verifications already in flight reach `max_failures`,
-    /// so concurrent guesses cannot overshoot the limit. Pair with `release`.
+    /// Reserves one verification of `key` before the (slow) hash runs: refused while the
+    /// key is locked, or when the failures in the window plus verifications already in
+    /// flight reach `max_failures`, so concurrent guesses cannot overshoot the limit. The
+    /// decision and the count must be one atomic step per key. Pair with `release`.
     fn reserve(&self, key: &Key, ip: IpAddr, now: Instant, policy: &Lockout) -> bool;
     /// Ends a reservation made by `reserve`.
     fn release(&self, key: &Key);
@@ -112,6 +122,12 @@ impl Entry {
 
     fn is_locked(&self, now: Instant) -> bool {
         self.locked_until.is_some_and(|u| now < u)
+    }
+
+    /// Must stay in the table: locked, or verifications reserved on it still run (their
+    /// release must find this entry, not a fresh one).
+    fn pinned(&self, now: Instant) -> bool {
+        self.in_flight > 0 || self.is_locked(now)
     }
 
     /// Nothing left to remember: not locked, window over, and quiet long enough that the
@@ -167,21 +183,23 @@ impl MemoryStore {
         u64::try_from(n).unwrap_or(u64::MAX).saturating_add(1)
     }
 
-    /// Makes room for one more key; false when the table holds only active lockouts.
+    /// Makes room for one more key; false when the table holds only pinned entries
+    /// (active lockouts, verifications in flight).
     fn make_room(&self, now: Instant, policy: &Lockout) -> bool {
         let max = policy.max_entries.max(1);
         if self.map.len() < max {
             return true;
         }
-        self.map.retain(|_, e| !e.expired(now, policy));
+        self.map
+            .retain(|_, e| e.in_flight > 0 || !e.expired(now, policy));
         if self.map.len() < max {
             return true;
         }
-        // Evict the least recently touched tenth of the unlocked entries.
+        // Evict the least recently touched tenth of the entries that are not pinned.
         let mut seen: Vec<Instant> = self
             .map
             .iter()
-            .filter(|e| !e.is_locked(now))
+            .filter(|e| !e.pinned(now))
             .map(|e| e.last_seen)
             .collect();
         if seen.is_empty() {
@@ -191,7 +209,7 @@ impl MemoryStore {
         let (_, cutoff, _) = seen.select_nth_unstable(n - 1);
         let cutoff = *cutoff;
         self.map
-            .retain(|_, e| e.is_locked(now) || e.last_seen > cutoff);
+            .retain(|_, e| e.pinned(now) || e.last_seen > cutoff);
         self.map.len() < max
     }
 }
@@ -221,7 +239,9 @@ impl FailureStore for MemoryStore {
             .entry(key.clone())
             .or_insert_with(|| Entry::new(now, ip));
         if e.expired(now, policy) {
+            let in_flight = e.in_flight;
             *e = Entry::new(now, ip);
+            e.in_flight = in_flight;
         } else if now >= e.window_start + policy.window {
             e.failures = 0;
             e.window_start = now;
@@ -260,13 +280,14 @@ impl FailureStore for MemoryStore {
                 if e.failures > 0 && e.sole_ip == Some(ip) {
                     e.failures = 0;
                 }
-                e.expired(now, policy) || (e.strikes == 0 && e.failures == 0)
+                e.in_flight == 0 && (e.expired(now, policy) || (e.strikes == 0 && e.failures == 0))
             }
             None => false,
         };
         if remove {
-            self.map
-                .remove_if(key, |_, e| e.strikes == 0 && e.failures == 0);
+            self.map.remove_if(key, |_, e| {
+                e.in_flight == 0 && e.strikes == 0 && e.failures == 0
+            });
         }
     }
 
@@ -279,6 +300,11 @@ impl FailureStore for MemoryStore {
             .map
             .entry(key.clone())
             .or_insert_with(|| Entry::new(now, ip));
+        // Under the entry's lock, so no failure can lock the key (and reset its count)
+        // between this look and the reservation.
+        if e.is_locked(now) {
+            return false;
+        }
         let failures = if now >= e.window_start + policy.window {
             0
         } else {
@@ -362,7 +388,8 @@ impl<'a> Throttle<'a> {
     }
 
     /// Reserves a verification for the client IP and `name` before hashing; `Err` carries
-    /// the `Retry-After` when failures plus verifications in flight already reach the limit.
+    /// the `Retry-After` when either is locked (the remaining lockout) or its failures plus
+    /// verifications in flight already reach the limit (1 s).
     pub fn reserve(&self, name: Option<&Key>) -> Result<Reservation<'a>, Duration> {
         let mut r = Reservation {
             store: self.store,
@@ -373,14 +400,17 @@ impl<'a> Throttle<'a> {
         }
         let now = Instant::now();
         let ip = Key::Ip(self.ip);
-        let busy = Duration::from_secs(1);
+        let refused = |k: &Key| {
+            let busy = Duration::from_secs(1);
+            Err(self.store.locked(k, now).map_or(busy, |d| d.max(busy)))
+        };
         if !self.store.reserve(&ip, self.ip, now, self.policy) {
-            return Err(busy);
+            return refused(&ip);
         }
         r.keys[0] = Some(ip);
         if let Some(k) = name {
             if !self.store.reserve(k, self.ip, now, self.policy) {
-                return Err(busy);
+                return refused(k);
             }
             r.keys[1] = Some(k.clone());
         }
@@ -474,6 +504,124 @@ mod tests {
         let f = t.reserve(Some(&name)).unwrap();
         assert!(t.reserve(Some(&name)).is_err());
         drop((e, f));
+    }
+
+    /// What an authenticator does with one guess: check, reserve, hash (counted), fail.
+    fn guess(t: &Throttle<'_>, name: &Key, hashes: &AtomicU64) {
+        if t.check(Some(name)).is_some() {
+            return;
+        }
+        let Ok(_reservation) = t.reserve(Some(name)) else {
+            return;
+        };
+        hashes.fetch_add(1, Ordering::SeqCst);
+        t.failure(Some(name));
+    }
+
+    #[test]
+    fn a_guess_checked_before_a_lockout_cannot_reserve_after_it() {
+        let store = MemoryStore::new();
+        let p = policy();
+        let t = Throttle::new(&store, &p, ip(1));
+        let name = name("alice");
+        let hashes = AtomicU64::new(0);
+        // Three guesses hold every reservation; a fourth passes the lockout check ...
+        let held: Vec<_> = (0..3).map(|_| t.reserve(Some(&name)).unwrap()).collect();
+        assert_eq!(t.check(Some(&name)), None);
+        // ... the three fail, which locks the IP and the name and resets their counts ...
+        for r in held {
+            t.failure(Some(&name));
+            drop(r);
+        }
+        // ... and the fourth, reserving only now, must meet the lockout, not a count of 0.
+        match t.reserve(Some(&name)) {
+            Ok(_) => panic!("a fourth verification was reserved after the lockout"),
+            Err(retry) => assert!(retry > Duration::from_secs(9), "{retry:?}"),
+        }
+        guess(&t, &name, &hashes);
+        assert_eq!(hashes.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn concurrent_guesses_never_hash_more_than_max_failures() {
+        let p = policy();
+        for round in 0..200 {
+            let store = MemoryStore::new();
+            let hashes = AtomicU64::new(0);
+            let start = std::sync::Barrier::new(8);
+            std::thread::scope(|s| {
+                for _ in 0..8 {
+                    s.spawn(|| {
+                        let t = Throttle::new(&store, &p, ip(1));
+                        let name = name("alice");
+                        start.wait();
+                        for _ in 0..50 {
+                            guess(&t, &name, &hashes);
+                        }
+                    });
+                }
+            });
+            let n = hashes.load(Ordering::SeqCst);
+            assert!(n <= 3, "round {round}: {n} hashes with max_failures = 3");
+        }
+    }
+
+    #[test]
+    fn a_success_does_not_forget_verifications_in_flight() {
+        let store = MemoryStore::new();
+        let p = policy();
+        let attacker = Throttle::new(&store, &p, ip(66));
+        let owner = Throttle::new(&store, &p, ip(1));
+        let name = name("alice");
+        let a = attacker.reserve(Some(&name)).unwrap();
+        let b = attacker.reserve(Some(&name)).unwrap();
+        // The owner logs in from elsewhere while two guesses hash.
+        owner.success(Some(&name));
+        let c = Throttle::new(&store, &p, ip(67))
+            .reserve(Some(&name))
+            .unwrap();
+        assert!(
+            Throttle::new(&store, &p, ip(68))
+                .reserve(Some(&name))
+                .is_err(),
+            "the name's budget still counts the two guesses in flight"
+        );
+        drop((a, b, c));
+    }
+
+    #[test]
+    fn an_expired_entry_keeps_its_verifications_in_flight() {
+        let s = MemoryStore::new();
+        let p = policy();
+        let k = name("alice");
+        let t0 = Instant::now();
+        assert!(s.reserve(&k, ip(1), t0, &p));
+        assert!(s.reserve(&k, ip(1), t0, &p));
+        // A failure long after (the window over, nothing locked) starts a fresh count
+        // and must keep the two reservations still running.
+        let later = t0 + Duration::from_secs(61);
+        assert_eq!(s.record_failure(&k, ip(1), later, &p), None);
+        assert!(!s.reserve(&k, ip(1), later, &p), "1 failure + 2 in flight");
+    }
+
+    #[test]
+    fn a_full_table_does_not_evict_keys_with_verifications_in_flight() {
+        let s = MemoryStore::new();
+        let mut p = policy();
+        p.max_entries = 10;
+        let t = Instant::now();
+        let victim = name("victim");
+        for _ in 0..3 {
+            assert!(s.reserve(&victim, ip(1), t, &p));
+        }
+        for i in 0..1000u32 {
+            let k = name(&format!("random{i}"));
+            s.record_failure(&k, ip(2), t + Duration::from_millis(u64::from(i)), &p);
+        }
+        assert!(
+            !s.reserve(&victim, ip(1), t, &p),
+            "three verifications still run for the victim"
+        );
     }
 
     fn name(s: &str) -> Key {
