@@ -706,6 +706,26 @@ async fn concurrent_guesses_cannot_overshoot_the_lockout() {
         hashed <= 3.0,
         "at most max_failures guesses may be verified, got {hashed}"
     );
+    // The burst may end below the limit (a guess refused while three were in flight is
+    // not a failure); one guess at a time then reaches it, and the lockout follows at
+    // exactly max_failures hashes, decided before any further hash.
+    let mut locked = None;
+    for i in 0..4 {
+        let wrong = basic("alice", &format!("after-{i}"));
+        let r = c.get_with("/staff", &[("authorization", &wrong)]).await;
+        if r.status == 429 {
+            locked = Some(r);
+            break;
+        }
+        assert_eq!(r.status, 401);
+    }
+    let r = locked.expect("locked out after max_failures failures");
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(
+        retry > 30,
+        "the lockout's Retry-After, not a busy one: {retry}"
+    );
+    assert_eq!(gw.metric(HASHES).await - before, 3.0);
     gw.shutdown().await;
 }
 
