@@ -31,6 +31,8 @@ pub struct ConnInfo {
     /// The last credential (bearer token, Basic `Authorization`) admitted on this
     /// connection from an authenticator's cache.
     pub memo: Memo,
+    /// HTTP/1.1 request targets that carried a `#` (see `raw_target`).
+    pub fragments: crate::raw_target::Fragments,
 }
 
 impl ConnInfo {
@@ -43,6 +45,7 @@ impl ConnInfo {
             client_cert,
             upgrade: UpgradeSlot::default(),
             memo: Memo::default(),
+            fragments: crate::raw_target::Fragments::default(),
         }
     }
 

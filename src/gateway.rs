@@ -163,6 +163,10 @@ async fn process(
 ) -> Result<Response<RespBody>, Refusal> {
     // Path check: before routing, so no route can be bypassed.
     let canonical = path::canonicalize(req.uri().path()).map_err(Refusal::BadRequest)?;
+    // A `#` the URI parser dropped from the raw HTTP/1.1 target.
+    if conn.fragments.take(req.uri()) {
+        return Err(Refusal::BadRequest("fragment in request target"));
+    }
 
     // Host: absolute-form authority (or HTTP/2 :authority) must agree with Host.
     let host: Option<HeaderValue> = {

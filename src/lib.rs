@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod path;
 pub mod proxy;
 pub mod query;
+pub mod raw_target;
 pub mod route;
 pub mod server;
 pub mod snapshot;

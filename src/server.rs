@@ -24,6 +24,7 @@ use crate::config::{self, Config};
 use crate::conn::{ClientCert, ConnInfo, Upgraded};
 use crate::gateway::{self, Shared};
 use crate::metrics::{Metrics, ReasonLabel};
+use crate::raw_target::Scanner;
 use crate::snapshot::Snapshot;
 
 /// A running gateway (listeners bound, serving).
@@ -586,6 +587,8 @@ async fn serve_http1<S: Transport>(
     let mut session = SessionIo {
         replay: Bytes::new(),
         inner: io,
+        scanner: Scanner::default(),
+        conn: conn.clone(),
     };
     // A new connection gets `header_read_timeout` for its first request, a parked one
     // `idle_timeout` (less the quiet time already spent) for its next.
@@ -827,6 +830,9 @@ impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
 struct SessionIo<S> {
     replay: Bytes,
     inner: S,
+    /// Request targets with a `#`, which the URI parser would drop (`raw_target`).
+    scanner: Scanner,
+    conn: Arc<ConnInfo>,
 }
 
 impl<S: Transport> AsyncRead for SessionIo<S> {
@@ -836,7 +842,14 @@ impl<S: Transport> AsyncRead for SessionIo<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         if self.replay.is_empty() {
-            return Pin::new(&mut self.inner).poll_read(cx, buf);
+            let before = buf.filled().len();
+            let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+            // Replayed bytes were scanned when first read; these are new.
+            let this = &mut *self;
+            if let Some(read) = buf.filled().get(before..).filter(|r| !r.is_empty()) {
+                this.scanner.scan(read, &this.conn.fragments);
+            }
+            return polled;
         }
         let n = self.replay.len().min(buf.remaining());
         buf.put_slice(&self.replay[..n]);

@@ -217,8 +217,7 @@ async fn the_per_target_connection_cap_answers_503_after_a_bounded_wait() {
             acc.fetch_add(1, Ordering::SeqCst);
             while read_head(&mut s).await.is_some() {
                 rel.notified().await;
-                if s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                     .await
                     .is_err()
                 {
@@ -247,7 +246,11 @@ async fn the_per_target_connection_cap_answers_503_after_a_bounded_wait() {
     let busy = c.get("/held/2").await;
     assert_eq!(busy.status, 503, "{}", busy.text());
     assert_eq!(busy.headers["retry-after"], "1");
-    assert!(busy.text().contains("busy") || busy.text().contains("limit"), "{}", busy.text());
+    assert!(
+        busy.text().contains("busy") || busy.text().contains("limit"),
+        "{}",
+        busy.text()
+    );
     release.notify_one();
     assert_eq!(first.await.unwrap().status, 200);
     // The one connection serves the next request.
@@ -282,9 +285,12 @@ async fn an_upstream_that_stalls_inside_its_body_is_cut_off() {
         .start()
         .await;
     for c in [gw.client(), gw.h2_client()] {
-        let r = tokio::time::timeout(GUARD, c.try_send(Method::GET, "/stall/x", &[], Bytes::new()))
-            .await
-            .expect("the stalled body must end");
+        let r = tokio::time::timeout(
+            GUARD,
+            c.try_send(Method::GET, "/stall/x", &[], Bytes::new()),
+        )
+        .await
+        .expect("the stalled body must end");
         // The head got through; the body ends early (an error the client sees).
         if let Ok(r) = r {
             assert_eq!(r.status, 200);
@@ -303,9 +309,11 @@ async fn an_oversized_chunked_upload_is_answered_413_at_once() {
         .await;
     for round in 0..8 {
         let mut s = tls(&gw, b"http/1.1").await;
-        s.write_all(b"POST /public/up HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n")
-            .await
-            .unwrap();
+        s.write_all(
+            b"POST /public/up HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .await
+        .unwrap();
         let (mut rd, mut wr) = tokio::io::split(s);
         let writer = tokio::spawn(async move {
             let chunk = [b'a'; 8 * 1024];
@@ -345,12 +353,18 @@ async fn websocket_tunnels_count_as_connections_and_close_when_idle() {
     for _ in 0..4 {
         ws.write_all(b"ping").await.unwrap();
         let mut b = [0u8; 4];
-        tokio::time::timeout(GUARD, ws.read_exact(&mut b)).await.unwrap().unwrap();
+        tokio::time::timeout(GUARD, ws.read_exact(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(&b, b"ping");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     // The tunnel holds the only place: another connection is turned away.
-    let refused = gw.client().try_send(Method::GET, "/public/x", &[], Bytes::new()).await;
+    let refused = gw
+        .client()
+        .try_send(Method::GET, "/public/x", &[], Bytes::new())
+        .await;
     assert!(refused.is_err(), "{:?}", refused.map(|r| r.status));
     // Silence closes it, and the place is free again.
     closed_by_peer(&mut ws, "idle tunnel").await;
@@ -471,7 +485,10 @@ async fn override_and_address_headers_and_other_key_spellings_are_stripped() {
     for (name, _) in evil {
         assert!(r.upstream_header(name).is_none(), "{name}: {text}");
     }
-    assert!(!text.contains("6.6.6.6") && !text.contains("DELETE"), "{text}");
+    assert!(
+        !text.contains("6.6.6.6") && !text.contains("DELETE"),
+        "{text}"
+    );
     let r = gw
         .client()
         .get(&format!(
@@ -481,4 +498,47 @@ async fn override_and_address_headers_and_other_key_spellings_are_stripped() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["uri"], "/keyed/x?keep=1");
     assert_eq!(r.upstream_header("x-auth-subject").as_deref(), Some("acme"));
+}
+
+/// Defect 9: a raw `#` in the request target is refused, not silently dropped by the URI
+/// parser (`GET /public#/../admin` used to be served as `/public`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_fragment_in_the_target_is_refused() {
+    let gw = gateway(PUBLIC).start().await;
+    for target in ["/public#/../admin", "/public/x?a=1#frag", "/public#"] {
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let resp = gw.raw_request(raw.as_bytes()).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{target}: {resp}");
+    }
+    // On a keep-alive connection, split over two writes, between good requests.
+    let mut s = tls(&gw, b"http/1.1").await;
+    s.write_all(b"GET /public/a HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    s.write_all(b"GET /public/b#").await.unwrap();
+    s.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    s.write_all(b"x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let bad = read_response(&mut s).await;
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    s.write_all(b"GET /public/b HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let good = read_response(&mut s).await;
+    assert!(good.starts_with("HTTP/1.1 200"), "{good}");
+    // A `#` in a header value or a body is no concern of the target's.
+    let r = gw
+        .client()
+        .send(
+            Method::POST,
+            "/public/c",
+            &[("x-note", "a#b")],
+            "GET /public/d#e HTTP/1.1\r\n",
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(gw.client().get("/public/d").await.status, 200);
 }
