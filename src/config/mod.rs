@@ -3,6 +3,8 @@
 //! once as `FILE:LINE: KEY.PATH: message`. Files the config names (certs, keys, user
 //! files, secrets) are read here, so `portcullis check` proves they load.
 
+#[cfg(test)]
+mod doc_tests;
 pub mod error;
 pub mod raw;
 pub mod secret;
