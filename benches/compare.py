@@ -761,6 +761,9 @@ def write_results(a, results, scenarios, plan, negotiated, mem, skipped, work):
             w(f"- `{k}`: {why}")
         w("")
     w("![results](results.svg)\n")
+    history = kept_history(OUT)
+    if history:
+        w(history)
     w("## Raw per-round figures\n")
     w("| scenario | peer | round | requests/s | p50 ms | p99 ms | CPU s/100k |")
     w("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
@@ -772,6 +775,22 @@ def write_results(a, results, scenarios, plan, negotiated, mem, skipped, work):
         f.write("\n".join(lines) + "\n")
     write_svg(results, scenarios, plan, mem)
     log(f"wrote {OUT} and {SVG}")
+
+
+def kept_history(path):
+    """The `## History` section of the RESULTS.md being replaced (hand-written notes on
+    earlier runs), so a new run does not erase it; empty if there is none."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return ""
+    start = text.find("\n## History\n")
+    if start < 0:
+        return ""
+    end = text.find("\n## Raw per-round figures", start)
+    section = text[start + 1:end if end >= 0 else len(text)]
+    return section.rstrip("\n") + "\n"
 
 
 def write_svg(results, scenarios, plan, mem):
