@@ -212,7 +212,7 @@ fn bench_headers(c: &mut Criterion) {
                 || input.clone(),
                 |h| {
                     headers::strip_hop_by_hop(h);
-                    headers::strip_identity(h);
+                    headers::strip_identity(h, &[], &[]);
                     headers::set_forwarded_for(h, &peer_ip, false);
                 },
                 criterion::BatchSize::SmallInput,
