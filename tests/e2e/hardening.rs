@@ -333,6 +333,79 @@ async fn an_oversized_chunked_upload_is_answered_413_at_once() {
         assert!(resp.starts_with("HTTP/1.1 413"), "round {round}: {resp}");
         writer.abort();
     }
+    // The same over HTTP/2 (curl's default over TLS): DATA frames with no length declared,
+    // and as curl does for an upload of unknown size, over HTTP/1.1 with
+    // `Expect: 100-continue`.
+    for round in 0..8 {
+        let io = tls(&gw, b"h2").await;
+        let (mut send, conn) = h2::client::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        let req = Request::post("https://localhost/public/up")
+            .body(())
+            .unwrap();
+        let (resp, mut body) = send.send_request(req, false).unwrap();
+        let writer = tokio::spawn(async move {
+            for _ in 0..16 {
+                body.reserve_capacity(16 * 1024);
+                match std::future::poll_fn(|cx| body.poll_capacity(cx)).await {
+                    Some(Ok(_)) => {}
+                    _ => return,
+                }
+                if body
+                    .send_data(Bytes::from(vec![b'a'; 16 * 1024]), false)
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            let _ = body.send_data(Bytes::new(), true);
+        });
+        let resp = tokio::time::timeout(Duration::from_secs(5), resp)
+            .await
+            .unwrap_or_else(|_| panic!("h2 round {round}: no answer in time"))
+            .unwrap();
+        assert_eq!(resp.status(), 413, "h2 round {round}");
+        writer.abort();
+    }
+    for round in 0..8 {
+        let mut s = tls(&gw, b"http/1.1").await;
+        s.write_all(b"POST /public/up HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 1024];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tokio::time::timeout(GUARD, s.read(&mut b))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0);
+            got.extend_from_slice(&b[..n]);
+        }
+        let interim = String::from_utf8_lossy(&got).into_owned();
+        assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
+        let (mut rd, mut wr) = tokio::io::split(s);
+        let writer = tokio::spawn(async move {
+            let chunk = [b'a'; 8 * 1024];
+            for _ in 0..32 {
+                if wr.write_all(b"2000\r\n").await.is_err()
+                    || wr.write_all(&chunk).await.is_err()
+                    || wr.write_all(b"\r\n").await.is_err()
+                {
+                    return;
+                }
+            }
+            let _ = wr.write_all(b"0\r\n\r\n").await;
+        });
+        let resp = tokio::time::timeout(Duration::from_secs(5), read_response(&mut rd))
+            .await
+            .unwrap_or_else(|_| panic!("expect round {round}: no answer in time"));
+        assert!(
+            resp.starts_with("HTTP/1.1 413"),
+            "expect round {round}: {resp}"
+        );
+        writer.abort();
+    }
 }
 
 /// Defect 5: a WebSocket tunnel keeps its connection's place under `max_connections`, and
