@@ -192,6 +192,7 @@ async fn reload(shared: &Shared, path: PathBuf) -> Result<(), String> {
         tracing::warn!("listen addresses changed: they take effect only after a restart");
     }
     let snap = Snapshot::build(cfg, &shared.metrics)?;
+    snap.inherit(&current);
     snap.start();
     shared.snapshot.store(Arc::new(snap));
     Ok(())

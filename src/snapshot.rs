@@ -145,6 +145,16 @@ impl Snapshot {
         })
     }
 
+    /// Carries over run-time state from the snapshot this one replaces on a reload (see
+    /// `Authenticator::inherit`). Before `start`.
+    pub fn inherit(&self, old: &Snapshot) {
+        for (name, a) in &self.authenticators {
+            if let Some((_, prev)) = old.authenticators.iter().find(|(n, _)| n == name) {
+                a.inherit(prev);
+            }
+        }
+    }
+
     /// Starts background work owned by this snapshot (health checks, JWKS refresh).
     pub fn start(&self) {
         for u in &self.upstreams {

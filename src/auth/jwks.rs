@@ -246,6 +246,21 @@ impl RemoteJwks {
         (self.keys.load_full(), generation)
     }
 
+    /// Takes over the keys `old` (the same authenticator in the snapshot a reload
+    /// replaces) holds for the same URL, so a reload neither forgets them nor waits for a
+    /// fetch: an IdP that is down during a reload costs nothing. Before `start`.
+    pub fn inherit(&self, old: &RemoteJwks) {
+        if self.settings.url != old.settings.url || self.loaded() {
+            return;
+        }
+        let (keys, _) = old.current();
+        if let Some(keys) = keys {
+            self.keys.store(Some(keys));
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            self.failing.store(old.failing(), Ordering::Release);
+        }
+    }
+
     /// Whether the last fetch failed (the endpoint is down or answers garbage).
     pub fn failing(&self) -> bool {
         self.failing.load(Ordering::Acquire)

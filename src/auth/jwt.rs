@@ -193,6 +193,14 @@ impl Jwt {
         }
     }
 
+    /// Takes over the keys the authenticator of the same name fetched in the snapshot a
+    /// reload replaces (same `jwks_url`).
+    pub fn inherit(&self, old: &Jwt) {
+        if let (Keys::Remote(new), Keys::Remote(old)) = (&self.keys, &old.keys) {
+            new.inherit(old);
+        }
+    }
+
     /// Starts the JWKS refresh loop, if any.
     pub fn start(&self) {
         if let Keys::Remote(r) = &self.keys {

@@ -447,6 +447,14 @@ impl Authenticator {
         }
     }
 
+    /// Carries over what `old`, the authenticator of the same name in the snapshot a
+    /// reload replaces, learned at run time (JWKS keys), so a reload loses nothing.
+    pub fn inherit(&self, old: &Authenticator) {
+        if let (Authenticator::Jwt(new), Authenticator::Jwt(old)) = (self, old) {
+            new.inherit(old);
+        }
+    }
+
     /// Starts background work (JWKS refresh) for the snapshot that owns this authenticator.
     pub fn start(self: &Arc<Self>) {
         if let Authenticator::Jwt(a) = &**self {

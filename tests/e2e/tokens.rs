@@ -692,6 +692,36 @@ async fn jwks_down_at_start_fails_closed_then_recovers() {
     .await;
 }
 
+/// A reload keeps the JWKS keys it has: an IdP that is down during a reload costs neither
+/// readiness nor a single request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_jwks_keys_while_the_idp_is_down() {
+    let key = Key::ec();
+    let idp = Idp::start(json!({"keys": [key.jwk("k1")]})).await;
+    let body = jwt_auth("idp", &idp, "") + &route("jwt", "\"idp\"", "");
+    let mut gw = gateway(&body).start().await;
+    eventually("jwks loaded", async || {
+        gw.admin_get("/readyz").await.status == 200
+    })
+    .await;
+    let t = key.sign(Some("k1"), &claims(json!({})));
+    assert_eq!(get(&gw, "/jwt/x", &t).await.status, 200);
+    idp.set_down(true);
+    let hits = idp.jwks_hits();
+    gw.rewrite_and_reload(&(body.clone() + &route("more", "\"idp\"", "")))
+        .await
+        .unwrap();
+    assert_eq!(gw.admin_get("/readyz").await.status, 200);
+    assert_eq!(get(&gw, "/jwt/x", &t).await.status, 200);
+    assert_eq!(get(&gw, "/more/x", &t).await.status, 200);
+    eventually("the new snapshot tried its own fetch", async || {
+        idp.jwks_hits() > hits
+    })
+    .await;
+    assert_eq!(get(&gw, "/more/y", &t).await.status, 200);
+    assert_eq!(gw.admin_get("/readyz").await.status, 200);
+}
+
 /// A JWS whose `crit` names an extension the gateway does not understand is refused
 /// (RFC 7515 §4.1.11), however valid its signature and claims.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
