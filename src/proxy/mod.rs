@@ -4,6 +4,8 @@
 //! `gateway.rs`.
 
 pub mod body;
+#[cfg(test)]
+mod differential;
 pub mod h1;
 pub mod headers;
 pub mod pool;
