@@ -358,6 +358,56 @@ struct Activity {
     /// frame taken and not back for the next. hyper is then waiting for the client to
     /// take what it wrote, or for flow-control window.
     waiting_client: AtomicUsize,
+    /// HTTP/2 only, where one stream can stall while others flow: each response's clock
+    /// (see `StreamClocks`).
+    streams: Option<StreamClocks>,
+}
+
+/// Per-stream stall detection for HTTP/2. The watchdog advances `epoch` each tick; a
+/// response waiting on the client holds the epoch its wait began in (0: not waiting). A
+/// response that has waited for `idle_timeout` ends the connection, and with it the
+/// upstream connections of all its streams; a client cannot shield a stalled stream
+/// by keeping another one flowing.
+#[derive(Default)]
+struct StreamClocks {
+    epoch: AtomicU64,
+    clocks: std::sync::Mutex<Vec<std::sync::Weak<AtomicU64>>>,
+}
+
+impl StreamClocks {
+    /// A clock for a new response (one short lock per HTTP/2 request).
+    fn register(&self) -> Arc<AtomicU64> {
+        let clock = Arc::new(AtomicU64::new(0));
+        let mut clocks = self.clocks.lock().unwrap_or_else(|e| e.into_inner());
+        clocks.push(Arc::downgrade(&clock));
+        clock
+    }
+
+    /// Advances the epoch; true if a response has been waiting for `ticks` or more.
+    fn tick(&self, ticks: u64) -> bool {
+        let now = self.epoch.fetch_add(1, Ordering::Relaxed) + 2;
+        let mut clocks = self.clocks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stalled = false;
+        clocks.retain(|w| match w.upgrade() {
+            Some(c) => {
+                let since = c.load(Ordering::Relaxed);
+                stalled |= since != 0 && now - since > ticks;
+                true
+            }
+            None => false,
+        });
+        stalled
+    }
+
+    /// Marks `clock` waiting (from now) or not.
+    fn set(&self, clock: &AtomicU64, waiting: bool) {
+        let v = if waiting {
+            self.epoch.load(Ordering::Relaxed) + 1
+        } else {
+            0
+        };
+        clock.store(v, Ordering::Relaxed);
+    }
 }
 
 impl Activity {
@@ -478,16 +528,20 @@ struct Tracked {
     body: gateway::RespBody,
     in_flight: InFlight,
     waiting: bool,
+    /// HTTP/2: this response's clock in `Activity::streams`.
+    clock: Option<Arc<AtomicU64>>,
 }
 
 impl Tracked {
     /// A response hyper is about to take: until it polls the body, the ball is in its
     /// court (a client with no flow-control window may never let it).
     fn new(body: gateway::RespBody, in_flight: InFlight) -> Self {
+        let clock = in_flight.0.streams.as_ref().map(StreamClocks::register);
         let mut t = Tracked {
             body,
             in_flight,
             waiting: false,
+            clock,
         };
         t.set_waiting(true);
         t
@@ -496,7 +550,11 @@ impl Tracked {
     fn set_waiting(&mut self, waiting: bool) {
         if self.waiting != waiting {
             self.waiting = waiting;
-            let counter = &self.in_flight.0.waiting_client;
+            let act = &self.in_flight.0;
+            if let (Some(streams), Some(clock)) = (&act.streams, &self.clock) {
+                streams.set(clock, waiting);
+            }
+            let counter = &act.waiting_client;
             if waiting {
                 counter.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -738,7 +796,10 @@ async fn serve_http2<S: Transport>(
         .max_concurrent_streams(limits.max_concurrent_streams)
         .keep_alive_interval(Some(limits.idle_timeout))
         .keep_alive_timeout(Duration::from_secs(20));
-    let activity = Arc::new(Activity::default());
+    let activity = Arc::new(Activity {
+        streams: Some(StreamClocks::default()),
+        ..Activity::default()
+    });
     let svc = service(shared.clone(), conn.clone(), activity.clone());
     // Boxed: inline, hyper's HTTP/2 state would size every connection's task.
     let io = TokioIo::new(Coalesced::new(io));
@@ -749,7 +810,9 @@ async fn serve_http2<S: Transport>(
     let opened = Instant::now();
     let mut quiet_from = opened;
     let mut seen = 0;
-    let mut stall = StallWatch::new();
+    // Ticks a response may wait on the client: a wait that began just after a tick is
+    // seen one tick late, so this errs long by at most one tick.
+    let stall_ticks = (idle.as_millis() / tick.as_millis().max(1)).max(1) as u64;
     let result = loop {
         tokio::select! {
             r = c.as_mut() => break r,
@@ -768,8 +831,8 @@ async fn serve_http2<S: Transport>(
                     tracing::debug!(client.ip = %conn.peer.ip(), "no HTTP/2 request in time; closing the connection");
                     return;
                 }
-                if stall.stalled(&activity, idle) {
-                    tracing::debug!(client.ip = %conn.peer.ip(), "client stopped reading its responses; closing the connection");
+                if activity.streams.as_ref().is_some_and(|s| s.tick(stall_ticks)) {
+                    tracing::debug!(client.ip = %conn.peer.ip(), "client stopped reading a response; closing the connection");
                     return;
                 }
                 if now.duration_since(quiet_from) >= idle {

@@ -204,6 +204,83 @@ async fn a_client_that_stops_reading_releases_its_upstream_connection() {
     drop(resp);
 }
 
+/// Defect 2, per stream: on HTTP/2 a client cannot shield a stalled stream by keeping
+/// another one flowing; the stalled one ends the connection after `idle_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_http2_stream_is_not_shielded_by_a_flowing_one() {
+    let released = Arc::new(AtomicUsize::new(0));
+    let r = released.clone();
+    let flood = raw_upstream(move |mut s| {
+        let r = r.clone();
+        async move {
+            if read_head(&mut s).await.is_none() {
+                return;
+            }
+            let mut out = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+            loop {
+                out.extend_from_slice(b"400\r\n");
+                out.extend_from_slice(&[b'x'; 1024]);
+                out.extend_from_slice(b"\r\n");
+                if s.write_all(&out).await.is_err() {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                out.clear();
+                // A steady trickle, so the flowing stream keeps moving.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    })
+    .await;
+    let gw = gateway(&upstream_route("flood", flood, ""))
+        .tls_extra("[server.limits]\nidle_timeout = \"500ms\"")
+        .start()
+        .await;
+    let io = tls(&gw, b"h2").await;
+    // A wide connection window, so the stalled stream's unread bytes do not block the other.
+    let (mut send, conn) = h2::client::Builder::new()
+        .initial_connection_window_size(64 * 1024 * 1024)
+        .handshake::<_, Bytes>(io)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let flowing = send
+        .send_request(
+            Request::get("https://localhost/flood/a").body(()).unwrap(),
+            true,
+        )
+        .unwrap()
+        .0;
+    let stalled = send
+        .send_request(
+            Request::get("https://localhost/flood/b").body(()).unwrap(),
+            true,
+        )
+        .unwrap()
+        .0;
+    let flowing = tokio::time::timeout(GUARD, flowing).await.unwrap().unwrap();
+    let stalled = tokio::time::timeout(GUARD, stalled).await.unwrap().unwrap();
+    let reader = tokio::spawn(async move {
+        let mut body = flowing.into_body();
+        let mut n = 0usize;
+        while let Some(Ok(d)) = body.data().await {
+            n += d.len();
+            let _ = body.flow_control().release_capacity(d.len());
+        }
+        n
+    });
+    // The connection ends (the stalled stream's wait passes idle_timeout), and both
+    // upstream connections are released.
+    let ended = tokio::time::timeout(GUARD, conn).await;
+    assert!(ended.is_ok(), "connection still open with a stalled stream");
+    eventually("upstream connections released", async || {
+        released.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert!(reader.await.unwrap() > 0, "the flowing stream did flow");
+    drop(stalled);
+}
+
 /// Defect 2: `upstreams.X.max_connections` caps the connections to each target; a request
 /// that finds them all busy waits up to `connect_timeout`, then gets 503 with Retry-After.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
