@@ -18,18 +18,17 @@ use dashmap::DashMap;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
+
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
 use super::bearer::{Bearer, Token, TokenOptions, bearer};
-use super::jwks::idp_client;
+use super::idp::{IdpClient, idp_client};
 use super::memo::{Memo, owner_id};
 use super::token_cache::{MemoryStore, TokenKey, TokenStore, token_key};
 use super::{AuthMethod, BuildContext, Consumes, Identity, Outcome, RejectReason, RequestView};
 use crate::config::secret::{self, Secret, Sources};
 use crate::config::{Problems, raw, resolve_path};
-use crate::proxy::upstream::Connector;
 
 /// Largest introspection response accepted.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -77,7 +76,7 @@ type Flight = Arc<OnceCell<Result<Verdict, ()>>>;
 pub struct Introspection {
     name: String,
     endpoint: Uri,
-    client: Client<Connector, Full<Bytes>>,
+    client: IdpClient,
     auth: ClientAuth,
     timeout: Duration,
     cache_ttl: Duration,

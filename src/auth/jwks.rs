@@ -19,15 +19,13 @@ use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::Uri;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::Notify;
 
+use super::idp::IdpClient;
 use crate::metrics::{Metrics, RefreshLabels};
-use crate::proxy::upstream::Connector;
 
 /// Largest JWKS document accepted.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
@@ -151,19 +149,6 @@ impl KeySet {
     }
 }
 
-/// An HTTP client for identity providers (same stack as upstreams).
-pub fn idp_client(
-    ca: Option<&[rustls::pki_types::CertificateDer<'static>]>,
-    connect_timeout: Duration,
-) -> Result<Client<Connector, Full<Bytes>>, String> {
-    let connector = crate::proxy::upstream::connector(ca, connect_timeout)?;
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector))
-}
-
 /// The `max-age` of a `Cache-Control` value, clamped to [1m, 24h].
 pub fn max_age(cache_control: Option<&http::HeaderValue>) -> Option<Duration> {
     let v = cache_control?.to_str().ok()?;
@@ -194,7 +179,7 @@ pub struct RemoteSettings {
 /// A key set fetched from `jwks_url`.
 pub struct RemoteJwks {
     settings: RemoteSettings,
-    client: Client<Connector, Full<Bytes>>,
+    client: IdpClient,
     keys: ArcSwapOption<KeySet>,
     generation: AtomicU64,
     /// The last fetch failed: the endpoint is down, so a key missing from the cached set
@@ -215,7 +200,7 @@ impl Drop for RemoteJwks {
 
 impl RemoteJwks {
     /// A key set with nothing loaded yet.
-    pub fn new(settings: RemoteSettings, client: Client<Connector, Full<Bytes>>) -> Self {
+    pub fn new(settings: RemoteSettings, client: IdpClient) -> Self {
         RemoteJwks {
             settings,
             client,

@@ -23,7 +23,8 @@ use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
 use super::bearer::{Bearer, Token, TokenOptions, bearer};
-use super::jwks::{KeySet, Lookup, RemoteJwks, RemoteSettings, idp_client};
+use super::idp::idp_client;
+use super::jwks::{KeySet, Lookup, RemoteJwks, RemoteSettings};
 use super::memo::{Memo, owner_id};
 use super::token_cache::{MemoryStore, TokenStore, token_key};
 use super::{AuthMethod, BuildContext, Consumes, Identity, Outcome, RejectReason, RequestView};

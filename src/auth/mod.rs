@@ -9,6 +9,7 @@
 pub mod api_key;
 pub mod basic;
 pub mod bearer;
+pub mod idp;
 pub mod introspection;
 pub mod jwks;
 pub mod jwt;

@@ -1,8 +1,7 @@
 //! Upstream runtime: a keep-alive pool per target (`pool`), one TLS client configuration
 //! per upstream for its https targets, round robin over the healthy targets, and
 //! background work (health checks, closing long-idle connections) that stops when the
-//! snapshot that owns the upstream is dropped. `connector` builds the hyper-rustls
-//! connector the identity-provider clients (JWKS, introspection) use.
+//! snapshot that owns the upstream is dropped.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
@@ -10,33 +9,12 @@ use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response};
-use hyper_util::client::legacy::connect::HttpConnector;
 use rustls::pki_types::ServerName;
 
 use super::body::ReqBody;
 use super::pool::{self, Dialer, Endpoint, Pool, SendError, UpstreamBody};
 use crate::config::{HealthCheck, Upstream as UpstreamConfig};
 use crate::metrics::UpstreamCounters;
-
-/// The connector used for upstreams and identity providers.
-pub type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
-
-/// Builds a connector with the given roots (`None`: webpki roots) and connect timeout.
-pub fn connector(
-    ca: Option<&[rustls::pki_types::CertificateDer<'static>]>,
-    connect_timeout: Duration,
-) -> Result<Connector, String> {
-    let tls = crate::tls::client_config(ca)?;
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http))
-}
 
 /// One target with its health.
 pub struct TargetRt {
