@@ -139,7 +139,7 @@ fn run(path: PathBuf) -> i32 {
         }
     };
     let result = rt.block_on(async move {
-        let signals = crate::server::Signals::install()?;
+        let signals = crate::reload::Signals::install()?;
         let running = crate::server::start(config).await?;
         running.serve_until_signal(signals).await
     });

@@ -145,7 +145,7 @@ auth = "opaque"
     let path = dir.join("portcullis.toml");
     std::fs::write(&path, toml)?;
     let config = crate::config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let signals = crate::server::Signals::install()?;
+    let signals = crate::reload::Signals::install()?;
     let running = crate::server::start(config).await?;
     let addr = running
         .addrs

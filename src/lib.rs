@@ -23,6 +23,7 @@ pub mod path;
 pub mod proxy;
 pub mod query;
 pub mod raw_target;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod snapshot;

@@ -1,0 +1,92 @@
+//! Reload and shutdown: SIGHUP re-reads the config and every file it names, builds a new
+//! snapshot and swaps it in, or keeps the running one and counts the failure; SIGTERM and
+//! SIGINT drain in-flight requests for up to `shutdown_grace` and end the process.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config;
+use crate::gateway::Shared;
+use crate::server::Running;
+use crate::snapshot::Snapshot;
+
+impl Running {
+    /// Re-reads the config file and swaps in a new snapshot; on any error the running
+    /// snapshot stays and the error is returned (and counted).
+    pub async fn reload(&self) -> Result<(), String> {
+        let result = reload(&self.shared, self.config_path.clone()).await;
+        let label = if result.is_ok() { "success" } else { "failure" };
+        self.shared
+            .metrics
+            .reloads
+            .get_or_create(&crate::metrics::ResultLabel { result: label })
+            .inc();
+        match &result {
+            Ok(()) => {
+                tracing::info!(config = %self.config_path.display(), "configuration reloaded")
+            }
+            Err(e) => {
+                tracing::error!(config = %self.config_path.display(), error = %e, "reload rejected; keeping the running configuration")
+            }
+        }
+        result
+    }
+
+    /// Serves until SIGTERM/SIGINT, reloading on SIGHUP. `signals` come from
+    /// `Signals::install` before `start`, so a signal sent as soon as the listeners are
+    /// reported bound is not met by its default action (SIGHUP would end the process).
+    pub async fn serve_until_signal(self, signals: Signals) -> anyhow::Result<()> {
+        let Signals {
+            mut hup,
+            mut term,
+            mut int,
+        } = signals;
+        loop {
+            tokio::select! {
+                _ = hup.recv() => { let _ = self.reload().await; }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        tracing::info!("shutting down: draining in-flight requests");
+        self.shutdown().await;
+        Ok(())
+    }
+}
+
+/// The process signals `serve_until_signal` answers, caught from the moment this is made.
+pub struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Catches SIGHUP, SIGTERM and SIGINT (queued until served). Inside a runtime.
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            hup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
+async fn reload(shared: &Shared, path: PathBuf) -> Result<(), String> {
+    let loaded = tokio::task::spawn_blocking(move || config::load(&path))
+        .await
+        .map_err(|e| format!("config loader failed: {e}"))?;
+    let cfg = loaded.map_err(|e| e.to_string())?;
+    let current = shared.snapshot.load();
+    if cfg.server.listen != current.config.server.listen
+        || cfg.admin.listen != current.config.admin.listen
+    {
+        tracing::warn!("listen addresses changed: they take effect only after a restart");
+    }
+    let snap = Snapshot::build(cfg, &shared.metrics)?;
+    snap.inherit(&current);
+    snap.start();
+    shared.snapshot.store(Arc::new(snap));
+    Ok(())
+}

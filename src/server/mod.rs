@@ -1,0 +1,131 @@
+//! Listeners and connections, in the order a connection meets them: `listen` accepts
+//! under the connection cap and hands each connection to `handshake` (TLS under a
+//! deadline with the *current* snapshot's certificates, or plaintext sniffing); the
+//! connection facts are computed once (`conn`); then `h1` or `h2` serves it, with
+//! `activity` counting its requests for the idle and stall watchdogs, over a `transport`.
+//! Reloads and signals live in `reload`.
+
+mod activity;
+mod h1;
+mod h2;
+mod handshake;
+mod listen;
+mod transport;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::config::Config;
+use crate::gateway::Shared;
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+
+/// Concurrent connections on the admin listener (health checks and scrapes).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// A running gateway (listeners bound, serving).
+pub struct Running {
+    /// Bound public addresses (resolved when the config asked for port 0).
+    pub addrs: Vec<SocketAddr>,
+    /// Bound admin address.
+    pub admin_addr: Option<SocketAddr>,
+    /// Shared state (current snapshot, metrics).
+    pub shared: Arc<Shared>,
+    pub(crate) config_path: PathBuf,
+    stop: watch::Sender<bool>,
+    limit: Arc<Semaphore>,
+    max_conns: usize,
+    grace: Duration,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Builds the first snapshot and binds every listener. Must run inside a tokio runtime.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let metrics = Arc::new(Metrics::new());
+    let config_path = config.path.clone();
+    let listen = config.server.listen.clone();
+    let admin_listen = config.admin.listen;
+    let grace = config.server.shutdown_grace;
+    let max_conns = config.server.limits.max_connections;
+    if config.server.tls.is_none() {
+        tracing::warn!(
+            "server.insecure_plaintext is set: serving plain HTTP; credentials travel in the clear"
+        );
+    }
+    let snapshot = Snapshot::build(config, &metrics).map_err(anyhow::Error::msg)?;
+    snapshot.start();
+    let shared = Arc::new(Shared::new(snapshot, metrics));
+
+    let (stop, stop_rx) = watch::channel(false);
+    let limit = Arc::new(Semaphore::new(max_conns));
+    let mut addrs = Vec::new();
+    let mut tasks = Vec::new();
+    for addr in listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let local = l.local_addr()?;
+        tracing::info!(address = %local, "public listener bound");
+        addrs.push(local);
+        let (conn_shared, conn_stop) = (shared.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(listen::accept_loop(
+            l,
+            limit.clone(),
+            stop_rx.clone(),
+            move |stream, peer, permit| {
+                listen::serve_conn(stream, peer, conn_shared.clone(), conn_stop.clone(), permit)
+            },
+        )));
+    }
+    let mut admin_addr = None;
+    if let Some(addr) = admin_listen {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on admin address {addr}: {e}"))?;
+        let local = l.local_addr()?;
+        tracing::info!(address = %local, "admin listener bound");
+        admin_addr = Some(local);
+        let admin_shared = shared.clone();
+        tasks.push(tokio::spawn(listen::accept_loop(
+            l,
+            Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)),
+            stop_rx.clone(),
+            move |stream, _, permit| listen::serve_admin(stream, admin_shared.clone(), permit),
+        )));
+    }
+    shared.listening.store(true, Ordering::Release);
+    Ok(Running {
+        addrs,
+        admin_addr,
+        shared,
+        config_path,
+        stop,
+        limit,
+        max_conns,
+        grace,
+        tasks,
+    })
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish for up to `shutdown_grace`.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        let all = u32::try_from(self.max_conns).unwrap_or(u32::MAX);
+        if tokio::time::timeout(self.grace, self.limit.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?self.grace, "shutdown grace elapsed with connections still open");
+        }
+    }
+}
