@@ -2,7 +2,7 @@
 
 use http::Method;
 
-use crate::support::{Gateway, gateway, read_response};
+use crate::support::{Gateway, eventually, gateway, read_response};
 
 const PUBLIC: &str = r#"
 [authenticators.public]
@@ -439,8 +439,10 @@ async fn parked_keep_alive_connections_serve_their_next_request() {
     s.write_all(req.as_bytes()).await.unwrap();
     assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
     // Quiet for more than two park periods: the connection gives up its HTTP state.
-    tokio::time::sleep(Duration::from_millis(2600)).await;
-    assert_eq!(gw.metric("portcullis_parked_connections").await, 1.0);
+    eventually("the idle connection is parked", async || {
+        gw.metric("portcullis_parked_connections").await == 1.0
+    })
+    .await;
     s.write_all(req.as_bytes()).await.unwrap();
     let resp = read_response(&mut s).await;
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
@@ -578,21 +580,29 @@ async fn reload_swaps_routes_and_rejects_broken_config() {
 async fn in_flight_requests_survive_reload_and_drain_on_shutdown() {
     let mut gw = gateway(SLOW_AND_DOWN).start().await;
     let c = gw.client();
+    let seen = gw.echo.requests_seen();
     let slow = {
         let c = c.clone();
         tokio::spawn(async move { c.get("/slow/x?ms=200").await.status })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    eventually("the slow request reached the upstream", async || {
+        gw.echo.requests_seen() > seen
+    })
+    .await;
     gw.rewrite_and_reload(&SLOW_AND_DOWN.replace("\"300ms\"", "\"10s\""))
         .await
         .unwrap();
     assert_eq!(slow.await.unwrap(), 200);
 
+    let seen = gw.echo.requests_seen();
     let slow = {
         let c = c.clone();
         tokio::spawn(async move { c.get("/slow/x?ms=300").await.status })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    eventually("the second slow request reached the upstream", async || {
+        gw.echo.requests_seen() > seen
+    })
+    .await;
     let addr = gw.addr;
     gw.shutdown().await;
     assert_eq!(slow.await.unwrap(), 200, "in-flight request drained");
