@@ -78,7 +78,7 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Run { config } => run(config),
         Command::Check { config } => check(config),
-        Command::Demo { port } => crate::demo::run(port),
+        Command::Demo { port } => crate::devkit::demo::run(port),
         Command::HashPassword {
             m_cost,
             t_cost,
@@ -216,23 +216,25 @@ fn certs(out: PathBuf, mut hosts: Vec<String>, client: Option<String>, uris: Vec
                 std::fs::read_to_string(&ca_crt)
                     .and_then(|c| std::fs::read_to_string(&ca_key).map(|k| (c, k)))
                     .map_err(|e| e.to_string())
-                    .and_then(|(c, k)| crate::certs::Ca::load(&c, &k).map_err(|e| e.to_string()))
+                    .and_then(|(c, k)| {
+                        crate::devkit::certs::Ca::load(&c, &k).map_err(|e| e.to_string())
+                    })
             } else {
-                crate::certs::write_dev_set(&out, &hosts, "client", &[])
+                crate::devkit::certs::write_dev_set(&out, &hosts, "client", &[])
                     .map_err(|e| e.to_string())
                     .and_then(|()| {
                         let c = std::fs::read_to_string(&ca_crt).map_err(|e| e.to_string())?;
                         let k = std::fs::read_to_string(&ca_key).map_err(|e| e.to_string())?;
-                        crate::certs::Ca::load(&c, &k).map_err(|e| e.to_string())
+                        crate::devkit::certs::Ca::load(&c, &k).map_err(|e| e.to_string())
                     })
             };
             ca.and_then(|ca| {
-                crate::certs::write_client(&out, &ca, name, &uris).map_err(|e| e.to_string())
+                crate::devkit::certs::write_client(&out, &ca, name, &uris)
+                    .map_err(|e| e.to_string())
             })
         }
-        None => {
-            crate::certs::write_dev_set(&out, &hosts, "client", &uris).map_err(|e| e.to_string())
-        }
+        None => crate::devkit::certs::write_dev_set(&out, &hosts, "client", &uris)
+            .map_err(|e| e.to_string()),
     };
     match result {
         Ok(()) => {

@@ -1,21 +1,20 @@
 //! portcullis: an authenticating TLS-terminating reverse proxy.
 //!
 //! Reading order follows the life of the process and of one request:
-//! `cli` -> `config` -> `snapshot` -> `server` -> `conn` -> `gateway` (path, route, auth,
-//! proxy) -> `error` -> `admin`/`metrics`/`telemetry`.
+//! `cli` -> `config` -> `snapshot` -> `server` (and `reload`) -> `conn` -> `gateway`
+//! (path, route, auth, proxy) -> `error` -> `admin`/`metrics`/`telemetry`. The development
+//! tooling (dev certificates, the echo upstream, the demo) lives apart in `devkit`.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod auth;
-pub mod certs;
 pub mod cli;
 pub mod coalesce;
 pub mod config;
 pub mod conn;
 pub mod credentials;
-pub mod demo;
-pub mod echo;
+pub mod devkit;
 pub mod error;
 pub mod gateway;
 pub mod metrics;
@@ -29,3 +28,6 @@ pub mod server;
 pub mod snapshot;
 pub mod telemetry;
 pub mod tls;
+
+// The development tooling under its old paths, for the tests, benches and examples.
+pub use devkit::{certs, demo, echo};

@@ -27,14 +27,14 @@ pub fn run(port: u16) -> i32 {
 async fn tour(port: u16) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("portcullis-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    crate::certs::write_dev_set(
+    crate::devkit::certs::write_dev_set(
         &dir,
         &["localhost".into(), "127.0.0.1".into()],
         "demo-client",
         &["spiffe://demo.local/client".into()],
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let echo = crate::echo::spawn(([127, 0, 0, 1], 0).into(), None).await?;
+    let echo = crate::devkit::echo::spawn(([127, 0, 0, 1], 0).into(), None).await?;
     let idp = idp::spawn().await?;
     let d = dir.display();
     // Throw-away credentials for the basic and api_key routes.
