@@ -412,11 +412,7 @@ async fn process(
 }
 
 fn connection_has_upgrade(h: &http::HeaderMap) -> bool {
-    h.get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    headers::connection_tokens(h).any(|t| t.eq_ignore_ascii_case(b"upgrade"))
 }
 
 /// Removes the named query parameters (API keys sent as `?api_key=`).

@@ -542,8 +542,7 @@ pub(crate) fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Optio
         } else if name == CONNECTION {
             // A value that is not visible ASCII cannot be read: no reuse on its word.
             close_token |= value.to_str().is_err();
-            for token in value.as_bytes().split(|&b| b == b',') {
-                let token = token.trim_ascii();
+            for token in super::headers::list_elements(value.as_bytes()) {
                 close_token |= token.eq_ignore_ascii_case(b"close");
                 keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
             }

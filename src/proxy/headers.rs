@@ -49,6 +49,22 @@ fn hop_by_hop(k: &HeaderName) -> bool {
     )
 }
 
+/// The elements of a comma-separated field value (RFC 9110 §5.6.1), trimmed, empty ones
+/// skipped. The one list splitter for `Connection`, `Content-Length` and the like, on both
+/// sides of the gateway.
+pub fn list_elements(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// Every token of every `Connection` field in `h`.
+pub fn connection_tokens(h: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    h.get_all(CONNECTION)
+        .iter()
+        .flat_map(|v| list_elements(v.as_bytes()))
+}
+
 /// Removes hop-by-hop headers and every header named in `Connection`.
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     // One pass over the names first: most messages carry none of them.
@@ -56,12 +72,8 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
         return;
     }
     if h.contains_key(CONNECTION) {
-        let named: Vec<HeaderName> = h
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        let named: Vec<HeaderName> = connection_tokens(h)
+            .filter_map(|t| HeaderName::from_bytes(t).ok())
             .collect();
         for n in named {
             h.remove(n);
