@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use crate::gateway::Shared;
 
 /// Answers one admin request.
-pub async fn handle(
+pub(crate) async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {

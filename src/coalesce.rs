@@ -23,13 +23,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Writes this large go straight to the stream (after what is held): copying them would
 /// cost more than the call it saves.
-pub const PASS_THROUGH: usize = 8 * 1024;
+pub(crate) const PASS_THROUGH: usize = 8 * 1024;
 
 /// At most this much is held; a write that finds the buffer this full sends it first.
-pub const MAX_HELD: usize = 64 * 1024;
+pub(crate) const MAX_HELD: usize = 64 * 1024;
 
 /// A stream whose writes are held until the task's next poll (see the module docs).
-pub struct Coalesced<S> {
+pub(crate) struct Coalesced<S> {
     io: S,
     held: Vec<u8>,
     /// How much of `held` has already been written (a partial write).
@@ -39,7 +39,7 @@ pub struct Coalesced<S> {
 }
 
 impl<S> Coalesced<S> {
-    pub fn new(io: S) -> Self {
+    pub(crate) fn new(io: S) -> Self {
         Coalesced {
             io,
             held: Vec::new(),
@@ -48,12 +48,9 @@ impl<S> Coalesced<S> {
         }
     }
 
-    pub fn get_ref(&self) -> &S {
+    #[cfg(test)]
+    fn get_ref(&self) -> &S {
         &self.io
-    }
-
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.io
     }
 
     fn is_empty(&self) -> bool {

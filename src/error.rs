@@ -50,7 +50,7 @@ pub enum Refusal {
 }
 
 /// Response body type used for everything the gateway writes itself.
-pub type ErrorBody = Full<Bytes>;
+pub(crate) type ErrorBody = Full<Bytes>;
 
 impl Refusal {
     /// The status code for this refusal.

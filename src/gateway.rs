@@ -37,7 +37,7 @@ use crate::snapshot::{RouteRt, Snapshot};
 use crate::telemetry;
 
 /// Response body: streamed from the upstream, or written by the gateway.
-pub type RespBody = Either<UpstreamBody, Full<Bytes>>;
+pub(crate) type RespBody = Either<UpstreamBody, Full<Bytes>>;
 
 /// State shared by every connection for the life of the process.
 pub struct Shared {
@@ -106,7 +106,7 @@ struct Trace {
 }
 
 /// Serves one request. Never fails: errors become responses.
-pub async fn handle(
+pub(crate) async fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,

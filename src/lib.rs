@@ -7,27 +7,27 @@
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod auth;
 pub mod cli;
-pub mod coalesce;
+pub(crate) mod coalesce;
 pub mod config;
 pub mod conn;
 pub mod credentials;
 pub mod devkit;
-pub mod error;
-pub mod gateway;
+pub(crate) mod error;
+pub(crate) mod gateway;
 pub mod metrics;
 pub mod path;
 pub mod proxy;
-pub mod query;
-pub mod raw_target;
-pub mod reload;
+pub(crate) mod query;
+pub(crate) mod raw_target;
+pub(crate) mod reload;
 pub mod route;
 pub mod server;
-pub mod snapshot;
+pub(crate) mod snapshot;
 pub mod telemetry;
-pub mod tls;
+pub(crate) mod tls;
 
 // The development tooling under its old paths, for the tests, benches and examples.
 pub use devkit::{certs, demo, echo};

@@ -5,7 +5,7 @@
 
 /// The `name=value` pairs of a raw query, split on `&` then on the first `=` (a pair
 /// without `=` has an empty value). Nothing is decoded.
-pub fn pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+pub(crate) fn pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
     query
         .split('&')
         .map(|kv| kv.split_once('=').unwrap_or((kv, "")))
@@ -14,7 +14,7 @@ pub fn pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
 /// Whether the raw parameter name `raw` reaches an upstream framework as `name`: after
 /// percent-decoding and `+` as a space, with PHP's renaming of `.`, ` ` and `[` to `_`,
 /// and with an array suffix (`api_key[]`, `api_key[0]`) dropped. `name` is plain text.
-pub fn decodes_to(raw: &str, name: &str) -> bool {
+pub(crate) fn decodes_to(raw: &str, name: &str) -> bool {
     if raw == name {
         return true;
     }
@@ -44,7 +44,7 @@ pub fn decodes_to(raw: &str, name: &str) -> bool {
 }
 
 /// Decodes `%XX` escapes and `+` (as a space); `None` when an escape is malformed.
-pub fn percent_decode(v: &str) -> Option<Vec<u8>> {
+pub(crate) fn percent_decode(v: &str) -> Option<Vec<u8>> {
     let b = v.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

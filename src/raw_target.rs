@@ -23,7 +23,7 @@ const MAX_PENDING: usize = 16;
 
 /// Per-connection scanner state, owned by the connection's reader.
 #[derive(Default)]
-pub struct Scanner {
+pub(crate) struct Scanner {
     /// The unfinished last line of earlier reads, when it may be a request line.
     carry: Vec<u8>,
 }
@@ -71,7 +71,7 @@ impl Fragments {
 
 impl Scanner {
     /// Looks at bytes just read off the connection, recording targets in `out`.
-    pub fn scan(&mut self, read: &[u8], out: &Fragments) {
+    pub(crate) fn scan(&mut self, read: &[u8], out: &Fragments) {
         let last_nl = memchr::memrchr(b'\n', read);
         if memchr::memchr(b'#', read).is_some() || !self.carry.is_empty() {
             self.scan_lines(read, out);

@@ -14,7 +14,7 @@ use rustls::server::WebPkiClientVerifier;
 use crate::config::{Problems, raw, resolve_path};
 
 /// Reads every certificate from a PEM file.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&data)
         .collect::<Result<_, _>>()
@@ -26,14 +26,14 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 /// Reads the first private key (PKCS#8, PKCS#1 or SEC1) from a PEM file.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+pub(crate) fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     PrivateKeyDer::from_pem_slice(&data)
         .map_err(|e| format!("no usable private key in {}: {e}", path.display()))
 }
 
 /// Reads every CRL from a PEM file.
-pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+pub(crate) fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
     let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let crls: Vec<_> = CertificateRevocationListDer::pem_slice_iter(&data)
         .collect::<Result<_, _>>()
@@ -49,7 +49,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// Builds the public listener's rustls config from `[server.tls]`.
-pub fn server_config_from_raw(
+pub(crate) fn server_config_from_raw(
     problems: &mut Problems,
     dir: &Path,
     t: &raw::Tls,
@@ -176,7 +176,7 @@ fn client_verifier(
 }
 
 /// Client TLS config for upstreams and IdPs: the given roots, else webpki roots.
-pub fn client_config(
+pub(crate) fn client_config(
     ca: Option<&[CertificateDer<'static>]>,
 ) -> Result<rustls::ClientConfig, String> {
     let mut roots = RootCertStore::empty();

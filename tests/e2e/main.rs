@@ -4,7 +4,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::indexing_slicing
+    clippy::indexing_slicing,
+    unreachable_pub
 )]
 
 mod support;
@@ -12,7 +13,7 @@ mod support;
 mod cli;
 mod config;
 mod credentials;
-mod mtls;
 mod hardening;
+mod mtls;
 mod proxy;
 mod tokens;

@@ -18,14 +18,14 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
 /// Issuer of the demo tokens.
-pub const ISSUER: &str = "https://demo-issuer.portcullis.local/";
+pub(super) const ISSUER: &str = "https://demo-issuer.portcullis.local/";
 /// Audience of the demo tokens.
-pub const AUDIENCE: &str = "demo-api";
+pub(super) const AUDIENCE: &str = "demo-api";
 /// Introspection client id the gateway uses.
-pub const CLIENT_ID: &str = "portcullis-demo";
+pub(super) const CLIENT_ID: &str = "portcullis-demo";
 
 /// A running demo IdP. Holds credentials: no `Debug`.
-pub struct DemoIdp {
+pub(super) struct DemoIdp {
     /// Listening address.
     pub addr: SocketAddr,
     /// A signed JWT (ES256, 1 hour, scope `orders:read`).
@@ -56,7 +56,7 @@ fn random_hex() -> String {
 }
 
 /// Generates the key and tokens and starts serving on 127.0.0.1:0.
-pub async fn spawn() -> anyhow::Result<DemoIdp> {
+pub(super) async fn spawn() -> anyhow::Result<DemoIdp> {
     let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let raw = kp.public_key_raw();
     let (x, y) = match (raw.get(1..33), raw.get(33..65)) {
