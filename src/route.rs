@@ -88,7 +88,7 @@ mod tests {
     #[test]
     fn first_match_wins() {
         // As the gateway looks a route up: the first in order whose matcher matches.
-        let routes = vec![m("/a/b", &[], None), m("/a", &[], None)];
+        let routes = [m("/a/b", &[], None), m("/a", &[], None)];
         let find = |path: &str| routes.iter().find(|r| r.matches(path, &Method::GET, None));
         assert_eq!(find("/a/b/c").unwrap().prefix, "/a/b");
         assert_eq!(find("/a/x").unwrap().prefix, "/a");
