@@ -31,6 +31,9 @@ pub enum Refusal {
         /// Bearer `insufficient_scope` where a token was used.
         challenge: Option<HeaderValue>,
     },
+    /// Authenticated, but the verified subject cannot be written as a header value
+    /// (control characters from the identity provider): never forwarded (403).
+    UnforwardableIdentity,
     /// Locked out after too many failures (429).
     TooManyRequests {
         /// Sent as `Retry-After` (whole seconds, at least 1).
@@ -61,7 +64,7 @@ impl Refusal {
             Refusal::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Refusal::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Refusal::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Refusal::Forbidden { .. } | Refusal::UnforwardableIdentity => StatusCode::FORBIDDEN,
             Refusal::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Refusal::AuthUnavailable | Refusal::UpstreamBusy => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -79,6 +82,7 @@ impl Refusal {
             Refusal::HeadersTooLarge => "request headers too large",
             Refusal::Unauthorized { .. } => "authentication required",
             Refusal::Forbidden { .. } => "access denied",
+            Refusal::UnforwardableIdentity => "identity cannot be forwarded to the upstream",
             Refusal::TooManyRequests { .. } => "too many failed attempts, retry later",
             Refusal::AuthUnavailable => "authentication service unavailable",
             Refusal::UpstreamBusy => "upstream connection limit reached, retry later",
@@ -140,6 +144,7 @@ mod tests {
         assert_eq!(status(Refusal::HeadersTooLarge), 431);
         assert_eq!(status(Refusal::Unauthorized { challenges: vec![] }), 401);
         assert_eq!(status(Refusal::Forbidden { challenge: None }), 403);
+        assert_eq!(status(Refusal::UnforwardableIdentity), 403);
         assert_eq!(
             status(Refusal::TooManyRequests {
                 retry_after: Duration::from_secs(3)

@@ -316,9 +316,10 @@ async fn process(
     h.insert(X_REQUEST_ID.clone(), request_id.clone());
     if let Some(id) = admitted.subject_identity() {
         // A subject that cannot be sent as a header (control characters) is refused.
-        let v = id.subject_value.clone().ok_or(Refusal::Unauthorized {
-            challenges: Vec::new(),
-        })?;
+        let v = id
+            .subject_value
+            .clone()
+            .ok_or(Refusal::UnforwardableIdentity)?;
         h.insert(X_AUTH_SUBJECT.clone(), v);
     }
     let method_value = match &trace.auth_method {

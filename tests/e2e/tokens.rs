@@ -722,6 +722,16 @@ async fn a_reload_keeps_the_jwks_keys_while_the_idp_is_down() {
     assert_eq!(gw.admin_get("/readyz").await.status, 200);
 }
 
+/// A verified subject that cannot be written as a header value is never forwarded: 403,
+/// not a 401 that would invite the client to retry the same credential.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subject_that_cannot_be_a_header_value_is_refused() {
+    let s = jwt_setup().await;
+    let r = get(&s.gw, "/hs/x", &hs256(&claims(json!({"sub": "ali\nce"})))).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r.text().contains("cannot be forwarded"), "{}", r.text());
+}
+
 /// A JWS whose `crit` names an extension the gateway does not understand is refused
 /// (RFC 7515 §4.1.11), however valid its signature and claims.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
