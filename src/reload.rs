@@ -13,7 +13,7 @@ use crate::snapshot::Snapshot;
 impl Running {
     /// Re-reads the config file and swaps in a new snapshot; on any error the running
     /// snapshot stays and the error is returned (and counted).
-    pub async fn reload(&self) -> Result<(), String> {
+    pub async fn reload(&self) -> Result<(), ReloadError> {
         let result = reload(&self.shared, self.config_path.clone()).await;
         let label = if result.is_ok() { "success" } else { "failure" };
         self.shared
@@ -73,11 +73,22 @@ impl Signals {
     }
 }
 
-async fn reload(shared: &Shared, path: PathBuf) -> Result<(), String> {
-    let loaded = tokio::task::spawn_blocking(move || config::load(&path))
-        .await
-        .map_err(|e| format!("config loader failed: {e}"))?;
-    let cfg = loaded.map_err(|e| e.to_string())?;
+/// Why a reload was refused (the running configuration stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The loader task died.
+    #[error("config loader failed: {0}")]
+    Loader(#[from] tokio::task::JoinError),
+    /// The config or a file it names is invalid (every problem, one per line).
+    #[error("{0}")]
+    Config(#[from] config::error::ConfigError),
+    /// The validated config could not be compiled.
+    #[error(transparent)]
+    Build(#[from] crate::snapshot::BuildError),
+}
+
+async fn reload(shared: &Shared, path: PathBuf) -> Result<(), ReloadError> {
+    let cfg = tokio::task::spawn_blocking(move || config::load(&path)).await??;
     let current = shared.snapshot.load();
     if cfg.server.listen != current.config.server.listen
         || cfg.admin.listen != current.config.admin.listen

@@ -14,6 +14,27 @@ use crate::metrics::{Metrics, RouteMetrics};
 use crate::proxy::upstream::UpstreamRt;
 use crate::route::Matcher;
 
+/// Why a validated config could not be compiled (a config that passed validation fails
+/// here only if a file changed in between, or on an internal inconsistency).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// An upstream's runtime form.
+    #[error("upstreams.{name}: {source}")]
+    Upstream {
+        /// Its name.
+        name: String,
+        /// Why.
+        #[source]
+        source: crate::proxy::upstream::UpstreamError,
+    },
+    /// A route names an authenticator the config does not hold.
+    #[error("route {0}: authenticator missing")]
+    Authenticator(String),
+    /// A route names an upstream the config does not hold.
+    #[error("route {0}: upstream missing")]
+    Upstream404(String),
+}
+
 /// One compiled route.
 pub struct RouteRt {
     /// Match rules.
@@ -56,11 +77,15 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Compiles a snapshot. Does not start background tasks (see `start`).
-    pub fn build(config: Config, metrics: &Arc<Metrics>) -> Result<Self, String> {
+    pub fn build(config: Config, metrics: &Arc<Metrics>) -> Result<Self, BuildError> {
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         for u in &config.upstreams {
-            let rt = UpstreamRt::new(u, metrics.upstream(&u.name))
-                .map_err(|e| format!("upstreams.{}: {e}", u.name))?;
+            let rt = UpstreamRt::new(u, metrics.upstream(&u.name)).map_err(|source| {
+                BuildError::Upstream {
+                    name: u.name.clone(),
+                    source,
+                }
+            })?;
             upstreams.push(Arc::new(rt));
         }
         let members: Vec<Member> = config
@@ -84,7 +109,7 @@ impl Snapshot {
                 .filter_map(|i| members.get(*i).cloned())
                 .collect();
             if route_members.len() != ids.len() || route_members.is_empty() {
-                return Err(format!("route {}: authenticator missing", r.name));
+                return Err(BuildError::Authenticator(r.name.clone()));
             }
             let mut consumes = Consumes::default();
             for m in &route_members {
@@ -103,7 +128,7 @@ impl Snapshot {
             let upstream = upstreams
                 .get(r.upstream)
                 .cloned()
-                .ok_or_else(|| format!("route {}: upstream missing", r.name))?;
+                .ok_or_else(|| BuildError::Upstream404(r.name.clone()))?;
             routes.push(RouteRt {
                 matcher: Matcher {
                     prefix: r.path_prefix.clone(),

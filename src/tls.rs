@@ -175,17 +175,26 @@ fn client_verifier(
         .ok()
 }
 
+/// Why a client TLS configuration could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientTlsError {
+    /// A configured CA certificate is not one rustls can use as a root.
+    #[error("unusable CA certificate: {0}")]
+    Ca(#[source] rustls::Error),
+    /// The crypto provider refused the protocol versions.
+    #[error("tls setup failed: {0}")]
+    Setup(#[source] rustls::Error),
+}
+
 /// Client TLS config for upstreams and IdPs: the given roots, else webpki roots.
 pub(crate) fn client_config(
     ca: Option<&[CertificateDer<'static>]>,
-) -> Result<rustls::ClientConfig, String> {
+) -> Result<rustls::ClientConfig, ClientTlsError> {
     let mut roots = RootCertStore::empty();
     match ca {
         Some(certs) => {
             for c in certs {
-                roots
-                    .add(c.clone())
-                    .map_err(|e| format!("unusable CA certificate: {e}"))?;
+                roots.add(c.clone()).map_err(ClientTlsError::Ca)?;
             }
         }
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
@@ -193,7 +202,7 @@ pub(crate) fn client_config(
     // No ALPN here: hyper-rustls sets it from the enabled HTTP versions.
     let cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls setup failed: {e}"))?
+        .map_err(ClientTlsError::Setup)?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(cfg)

@@ -21,7 +21,7 @@ pub type IdpClient = Client<Connector, Full<Bytes>>;
 pub fn idp_client(
     ca: Option<&[CertificateDer<'static>]>,
     connect_timeout: Duration,
-) -> Result<IdpClient, String> {
+) -> Result<IdpClient, crate::tls::ClientTlsError> {
     let tls = crate::tls::client_config(ca)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);

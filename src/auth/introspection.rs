@@ -371,7 +371,7 @@ pub fn build(
         );
     }
     let client = idp_client(ca.as_deref(), timeout)
-        .map_err(|e| problems.push(format!("{base}.ca"), e))
+        .map_err(|e| problems.push(format!("{base}.ca"), e.to_string()))
         .ok();
     if problems.len() != before {
         return None;

@@ -414,7 +414,7 @@ pub fn build(
                 client,
             )))),
             (_, Err(e)) => {
-                problems.push(format!("{base}.ca"), e);
+                problems.push(format!("{base}.ca"), e.to_string());
                 None
             }
             (None, _) => None,

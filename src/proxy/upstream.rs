@@ -16,6 +16,20 @@ use super::pool::{self, Dialer, Endpoint, Pool, SendError, UpstreamBody};
 use crate::config::{HealthCheck, Upstream as UpstreamConfig};
 use crate::metrics::UpstreamCounters;
 
+/// Why an upstream's runtime form could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The TLS client configuration for its https targets.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::ClientTlsError),
+    /// A target's host is not a name a certificate can be checked against.
+    #[error("target {0}: not a valid TLS server name")]
+    TlsName(String),
+    /// A target's authority cannot be sent as a `Host` header.
+    #[error("target {0}: not a valid Host header value")]
+    Host(String),
+}
+
 /// One target with its health.
 pub struct TargetRt {
     /// `http` or `https`.
@@ -56,7 +70,7 @@ pub struct UpstreamRt {
 
 impl UpstreamRt {
     /// Builds the runtime form of an upstream.
-    pub fn new(cfg: &UpstreamConfig, counters: UpstreamCounters) -> Result<Self, String> {
+    pub fn new(cfg: &UpstreamConfig, counters: UpstreamCounters) -> Result<Self, UpstreamError> {
         let mut tls = crate::tls::client_config(cfg.ca.as_deref())?;
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let dialer = Dialer {
@@ -81,9 +95,9 @@ impl UpstreamRt {
                         ServerName::try_from(bare.to_owned())
                     })
                     .transpose()
-                    .map_err(|e| format!("target {}: {e}", t.authority))?;
+                    .map_err(|_| UpstreamError::TlsName(t.authority.to_string()))?;
                 let host = HeaderValue::from_str(t.authority.as_str())
-                    .map_err(|e| format!("target {}: {e}", t.authority))?;
+                    .map_err(|_| UpstreamError::Host(t.authority.to_string()))?;
                 Ok(TargetRt {
                     scheme,
                     authority: t.authority.clone(),
@@ -94,7 +108,7 @@ impl UpstreamRt {
                     healthy: AtomicBool::new(true),
                 })
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, UpstreamError>>()?;
         Ok(UpstreamRt {
             name: cfg.name.clone(),
             targets,

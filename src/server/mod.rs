@@ -58,7 +58,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             "server.insecure_plaintext is set: serving plain HTTP; credentials travel in the clear"
         );
     }
-    let snapshot = Snapshot::build(config, &metrics).map_err(anyhow::Error::msg)?;
+    let snapshot = Snapshot::build(config, &metrics)?;
     snapshot.start();
     let shared = Arc::new(Shared::new(snapshot, metrics));
 

@@ -397,7 +397,12 @@ impl Gateway {
 
     /// Triggers a reload of the config file as it is on disk.
     pub async fn reload(&self) -> Result<(), String> {
-        self.running.as_ref().unwrap().reload().await
+        self.running
+            .as_ref()
+            .unwrap()
+            .reload()
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Graceful shutdown.
