@@ -85,15 +85,40 @@ pub enum ReloadError {
     /// The validated config could not be compiled.
     #[error(transparent)]
     Build(#[from] crate::snapshot::BuildError),
+    /// The change is one only a restart may make; nothing of the new config applies.
+    #[error("{0} needs a restart; keeping the running configuration")]
+    NeedsRestart(&'static str),
 }
 
 async fn reload(shared: &Shared, path: PathBuf) -> Result<(), ReloadError> {
     let cfg = tokio::task::spawn_blocking(move || config::load(&path)).await??;
     let current = shared.snapshot.load();
-    if cfg.server.listen != current.config.server.listen
-        || cfg.admin.listen != current.config.admin.listen
-    {
-        tracing::warn!("listen addresses changed: they take effect only after a restart");
+    let (new, old) = (&cfg, &current.config);
+    // The listener's protocol is not for a reload to change: a SIGHUP must never turn the
+    // HTTPS port into a plaintext one (or the other way round under running clients).
+    if new.server.tls.is_some() != old.server.tls.is_some() {
+        return Err(ReloadError::NeedsRestart(
+            "switching between TLS and insecure_plaintext",
+        ));
+    }
+    for (key, changed) in [
+        (
+            "server.listen / admin.listen",
+            new.server.listen != old.server.listen || new.admin.listen != old.admin.listen,
+        ),
+        ("server.workers", new.server.workers != old.server.workers),
+        (
+            "server.limits.max_connections",
+            new.server.limits.max_connections != old.server.limits.max_connections,
+        ),
+        (
+            "log",
+            new.log.json != old.log.json || new.log.level != old.log.level,
+        ),
+    ] {
+        if changed {
+            tracing::warn!(key, "changed, but takes effect only after a restart");
+        }
     }
     let snap = Snapshot::build(cfg, &shared.metrics)?;
     snap.inherit(&current);

@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -41,7 +40,6 @@ pub struct Running {
     stop: watch::Sender<bool>,
     limit: Arc<Semaphore>,
     max_conns: usize,
-    grace: Duration,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -51,7 +49,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let config_path = config.path.clone();
     let listen = config.server.listen.clone();
     let admin_listen = config.admin.listen;
-    let grace = config.server.shutdown_grace;
     let max_conns = config.server.limits.max_connections;
     if config.server.tls.is_none() {
         tracing::warn!(
@@ -108,24 +105,25 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         stop,
         limit,
         max_conns,
-        grace,
         tasks,
     })
 }
 
 impl Running {
-    /// Stops accepting, lets in-flight requests finish for up to `shutdown_grace`.
+    /// Stops accepting, lets in-flight requests finish for up to `shutdown_grace` (the
+    /// current snapshot's: a reload applies it, as it does for each connection's drain).
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         for t in &self.tasks {
             t.abort();
         }
         let all = u32::try_from(self.max_conns).unwrap_or(u32::MAX);
-        if tokio::time::timeout(self.grace, self.limit.acquire_many(all))
+        let grace = self.shared.snapshot.load().config.server.shutdown_grace;
+        if tokio::time::timeout(grace, self.limit.acquire_many(all))
             .await
             .is_err()
         {
-            tracing::warn!(grace = ?self.grace, "shutdown grace elapsed with connections still open");
+            tracing::warn!(grace = ?grace, "shutdown grace elapsed with connections still open");
         }
     }
 }

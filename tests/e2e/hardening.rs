@@ -692,3 +692,29 @@ async fn a_raw_fragment_in_the_target_is_refused() {
     assert_eq!(r.status, 200);
     assert_eq!(gw.client().get("/public/d").await.status, 200);
 }
+
+/// A reload cannot turn the HTTPS listener into a plaintext one: switching between TLS and
+/// `insecure_plaintext` is refused whole, and the running configuration keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_cannot_switch_the_listener_to_plaintext() {
+    let gw = gateway(PUBLIC).start().await;
+    let text = &gw.config_text;
+    let (tls_at, admin_at) = (
+        text.find("[server.tls]").unwrap(),
+        text.find("[admin]").unwrap(),
+    );
+    let plain = format!(
+        "{}insecure_plaintext = true\n\n{}",
+        &text[..tls_at],
+        &text[admin_at..]
+    );
+    std::fs::write(&gw.config_path, plain).unwrap();
+    let err = gw.reload().await.unwrap_err();
+    assert!(err.contains("needs a restart"), "{err}");
+    assert_eq!(gw.client().get("/public/x").await.status, 200);
+    assert_eq!(
+        gw.metric("portcullis_config_reloads_total{result=\"failure\"}")
+            .await,
+        1.0
+    );
+}
