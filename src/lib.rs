@@ -29,5 +29,8 @@ pub(crate) mod snapshot;
 pub mod telemetry;
 pub(crate) mod tls;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 // The development tooling under its old paths, for the tests, benches and examples.
 pub use devkit::{certs, demo, echo};

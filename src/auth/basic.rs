@@ -314,7 +314,7 @@ impl Cache {
 }
 
 /// A credential found in `Authorization: Basic`.
-enum Found {
+pub(crate) enum Found {
     /// No Basic header (none, or another scheme).
     Absent,
     /// A Basic header that cannot be decoded.
@@ -333,7 +333,7 @@ fn single_authorization(headers: &HeaderMap) -> Option<&[u8]> {
 }
 
 /// Extracts Basic credentials from the request headers.
-fn extract(headers: &HeaderMap) -> Found {
+pub(crate) fn extract(headers: &HeaderMap) -> Found {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(first) = values.next() else {
         return Found::Absent;
