@@ -2,7 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -46,11 +46,13 @@ pub(super) async fn serve_http1<S: Transport>(
     let activity = Arc::new(Activity::default());
     let mut svc = service(shared.clone(), conn.clone(), activity.clone());
     let tick = PARK_AFTER.min(limits.idle_timeout);
+    let unflushed = Arc::new(AtomicBool::new(false));
     let mut session = SessionIo {
         replay: Bytes::new(),
         inner: io,
         scanner: Scanner::default(),
         conn: conn.clone(),
+        unflushed: unflushed.clone(),
     };
     // A new connection gets `header_read_timeout` for its first request, a parked one
     // `idle_timeout` (less the quiet time already spent) for its next.
@@ -100,11 +102,18 @@ pub(super) async fn serve_http1<S: Transport>(
                     }
                     sleep.as_mut().reset(tokio::time::Instant::now() + tick);
                     // Only after a request: a session that has served none may hold the
-                    // start of one, and hyper would answer it `Connection: close`.
-                    if !closing && activity.quiet_since(&mut seen) && seen != session_start {
+                    // start of one, and hyper would answer it `Connection: close`. Only
+                    // once all it wrote is flushed: hyper idle with a flush pending would
+                    // not end at once, and the stream would be closed after a response
+                    // the client was told it may follow on the same connection.
+                    if !closing
+                        && !unflushed.load(Ordering::Relaxed)
+                        && activity.quiet_since(&mut seen)
+                        && seen != session_start
+                    {
                         // Idle between requests, hyper ends the session on the next poll.
-                        // If it does not (a request body still arriving, a flush pending),
-                        // keep-alive is now off and the stream closes when it ends.
+                        // If it does not (a request body still arriving), keep-alive is
+                        // now off and the stream closes when it ends.
                         c.as_mut().graceful_shutdown();
                         closing = true;
                         match std::future::poll_fn(|cx| Poll::Ready(c.as_mut().poll(cx))).await {
@@ -182,6 +191,9 @@ struct SessionIo<S> {
     /// Request targets with a `#`, which the URI parser would drop (`raw_target`).
     scanner: Scanner,
     conn: Arc<ConnInfo>,
+    /// Set by every write, cleared when a flush completes: while set, bytes hyper wrote
+    /// may not have reached the socket, and the session must not be parked.
+    unflushed: Arc<AtomicBool>,
 }
 
 impl<S: Transport> AsyncRead for SessionIo<S> {
@@ -213,6 +225,7 @@ impl<S: Transport> AsyncWrite for SessionIo<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        self.unflushed.store(true, Ordering::Relaxed);
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_write_vectored(
@@ -220,15 +233,20 @@ impl<S: Transport> AsyncWrite for SessionIo<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        self.unflushed.store(true, Ordering::Relaxed);
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let flushed = Pin::new(&mut self.inner).poll_flush(cx);
+        if matches!(flushed, Poll::Ready(Ok(()))) {
+            self.unflushed.store(false, Ordering::Relaxed);
+        }
+        flushed
     }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.poll_flush(cx)
     }
 }
