@@ -29,6 +29,9 @@ use super::throttle::Throttle;
 use super::{AuthMethod, Identity, Outcome, RejectReason, RequestView};
 use crate::config::{Problems, raw};
 
+/// Keys the `api_key` kind accepts.
+pub const KEYS: &[&str] = &["header", "query", "keys"];
+
 /// Longest accepted key.
 const MAX_KEY_LEN: usize = 1024;
 
@@ -78,7 +81,6 @@ enum Found {
 impl ApiKey {
     /// Builds `[authenticators.NAME]` of kind api_key, recording problems under `base`.
     pub fn build(r: &raw::Authenticator, base: &str, problems: &mut Problems) -> Option<ApiKey> {
-        super::reject_foreign_keys(problems, base, r, &["header", "query", "keys"]);
         let before = problems.len();
         let source = match (&r.header, &r.query) {
             (Some(_), Some(_)) => {

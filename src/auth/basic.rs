@@ -41,6 +41,9 @@ use super::throttle::{Key, Throttle};
 use super::{AuthMethod, Identity, Outcome, RejectReason, RequestView};
 use crate::config::{Problems, raw};
 
+/// Keys the `basic` kind accepts.
+pub const KEYS: &[&str] = &["realm", "users_file", "users", "cache_ttl", "cache_size"];
+
 /// Longest accepted `Authorization: Basic` token (base64 text).
 const MAX_TOKEN_LEN: usize = 4096;
 /// Default success-cache lifetime.
@@ -418,12 +421,6 @@ impl Basic {
         ctx: &super::BuildContext,
         problems: &mut Problems,
     ) -> Option<Basic> {
-        super::reject_foreign_keys(
-            problems,
-            base,
-            r,
-            &["realm", "users_file", "users", "cache_ttl", "cache_size"],
-        );
         let before = problems.len();
         let mut list: Vec<(String, String)> = Vec::new();
         if let Some(users) = &r.users {

@@ -294,7 +294,6 @@ pub fn build(
     problems: &mut Problems,
 ) -> Option<Introspection> {
     let before = problems.len();
-    super::reject_foreign_keys(problems, base, r, KEYS);
     let options = TokenOptions::build(name, r, base, problems);
     let endpoint = match &r.endpoint {
         Some(e) => crate::config::remote_url(problems, &format!("{base}.endpoint"), e, true),

@@ -295,7 +295,6 @@ pub fn build(
     problems: &mut Problems,
 ) -> Option<Jwt> {
     let before = problems.len();
-    super::reject_foreign_keys(problems, base, r, KEYS);
     let options = TokenOptions::build(name, r, base, problems);
     let has_secret = r.secret.is_some() || r.secret_file.is_some() || r.secret_env.is_some();
     let sources = [

@@ -247,12 +247,8 @@ pub fn build(
     problems: &mut Problems,
 ) -> Option<Authenticator> {
     match r.kind.as_str() {
-        "none" => {
-            reject_foreign_keys(problems, base, r, &[]);
-            Some(Authenticator::None(none::NoneAuth))
-        }
+        "none" => Some(Authenticator::None(none::NoneAuth)),
         "mtls" => {
-            reject_foreign_keys(problems, base, r, &["allow"]);
             if ctx.client_auth.is_none() {
                 problems.push(
                     format!("{base}.kind"),
@@ -291,57 +287,19 @@ pub fn build(
     }
 }
 
-/// Records a problem for every key set on `r` that is not in `allowed` (besides `kind`).
-pub fn reject_foreign_keys(
-    problems: &mut Problems,
-    base: &str,
-    r: &raw::Authenticator,
-    allowed: &[&str],
-) {
-    let set: [(&str, bool); 34] = [
-        ("realm", r.realm.is_some()),
-        ("users_file", r.users_file.is_some()),
-        ("users", r.users.is_some()),
-        ("cache_ttl", r.cache_ttl.is_some()),
-        ("cache_size", r.cache_size.is_some()),
-        ("header", r.header.is_some()),
-        ("query", r.query.is_some()),
-        ("keys", r.keys.is_some()),
-        ("issuer", r.issuer.is_some()),
-        ("audiences", r.audiences.is_some()),
-        ("jwks_url", r.jwks_url.is_some()),
-        ("jwks_file", r.jwks_file.is_some()),
-        ("public_key_file", r.public_key_file.is_some()),
-        ("secret", r.secret.is_some()),
-        ("secret_file", r.secret_file.is_some()),
-        ("secret_env", r.secret_env.is_some()),
-        ("ca", r.ca.is_some()),
-        ("algorithms", r.algorithms.is_some()),
-        ("leeway", r.leeway.is_some()),
-        ("refresh_interval", r.refresh_interval.is_some()),
-        ("min_refresh_interval", r.min_refresh_interval.is_some()),
-        ("forward_token", r.forward_token.is_some()),
-        ("forward_claims", r.forward_claims.is_some()),
-        ("endpoint", r.endpoint.is_some()),
-        ("client_id", r.client_id.is_some()),
-        ("client_secret", r.client_secret.is_some()),
-        ("client_secret_file", r.client_secret_file.is_some()),
-        ("client_secret_env", r.client_secret_env.is_some()),
-        ("auth_method", r.auth_method.is_some()),
-        ("timeout", r.timeout.is_some()),
-        ("negative_cache_ttl", r.negative_cache_ttl.is_some()),
-        ("allow", r.allow.is_some()),
-        ("kind", false),
-        ("", false),
-    ];
-    for (key, is_set) in set {
-        if is_set && !allowed.contains(&key) {
-            problems.push(
-                format!("{base}.{key}"),
-                format!("key `{key}` does not apply to kind \"{}\"", r.kind),
-            );
-        }
-    }
+/// The keys a kind takes besides `kind` (`None`: not a kind). The loader reports any
+/// other key of an `[authenticators.NAME]` table against this list, so a typo names the
+/// keys of the kind the table declares, not those of every kind.
+pub fn kind_keys(kind: &str) -> Option<&'static [&'static str]> {
+    Some(match kind {
+        "none" => &[],
+        "mtls" => mtls::KEYS,
+        "basic" => basic::KEYS,
+        "api_key" => api_key::KEYS,
+        "jwt" => jwt::KEYS,
+        "introspection" => introspection::KEYS,
+        _ => return None,
+    })
 }
 
 impl Authenticator {

@@ -31,6 +31,9 @@ use std::sync::Arc;
 use super::{AuthMethod, Identity, Outcome, RequestView};
 use crate::conn::ClientCert;
 
+/// Keys the `mtls` kind accepts.
+pub const KEYS: &[&str] = &["allow"];
+
 /// One compiled `allow` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Rule {

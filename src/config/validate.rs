@@ -103,9 +103,10 @@ pub(super) fn validate(
     let mut auth_names: Vec<String> = Vec::new();
     match table.remove("authenticators") {
         Some(toml::Value::Table(t)) => {
-            for (name, v) in t {
+            for (name, mut v) in t {
                 let base = format!("authenticators.{name}");
                 auth_names.push(name.clone());
+                refuse_foreign_keys(problems, &base, &mut v);
                 if let Some(r) = section::<raw::Authenticator>(problems, &base, v) {
                     if let Some(a) = auth::build(&name, &r, &base, &ctx, problems) {
                         authenticators.push((name, Arc::new(a)));
@@ -168,6 +169,43 @@ pub(super) fn validate(
 
 fn dur(v: Option<Dur>, default: Duration) -> Duration {
     v.map_or(default, |d| d.0)
+}
+
+/// Reports, and removes, every key of an `[authenticators.NAME]` table that its `kind`
+/// does not take, listing that kind's keys (the shared raw shape would list every kind's:
+/// `basic` with a typo should not suggest `jwks_url`).
+/// An unknown or missing `kind` is left for the build step to report.
+fn refuse_foreign_keys(problems: &mut Problems, base: &str, v: &mut toml::Value) {
+    let Some(t) = v.as_table_mut() else { return };
+    let Some(kind) = t
+        .get("kind")
+        .and_then(toml::Value::as_str)
+        .map(str::to_owned)
+    else {
+        return;
+    };
+    let Some(allowed) = auth::kind_keys(&kind) else {
+        return;
+    };
+    let foreign: Vec<String> = t
+        .keys()
+        .filter(|k| *k != "kind" && !allowed.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    for key in foreign {
+        t.remove(&key);
+        // Worded as for every other table, with this kind's keys only.
+        let expected = std::iter::once("kind")
+            .chain(allowed.iter().copied())
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let one_of = if allowed.is_empty() { "" } else { "one of " };
+        problems.push(
+            format!("{base}.{key}"),
+            format!("unknown key `{key}`, expected {one_of}{expected}"),
+        );
+    }
 }
 
 fn positive(problems: &mut Problems, path: &str, v: Option<i64>, default: u64) -> u64 {
