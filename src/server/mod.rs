@@ -112,10 +112,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 impl Running {
     /// Stops accepting, lets in-flight requests finish for up to `shutdown_grace` (the
     /// current snapshot's: a reload applies it, as it does for each connection's drain).
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         for t in &self.tasks {
             t.abort();
+        }
+        // `abort` only asks: wait until each accept loop has ended, and its listener is
+        // closed, before saying the gateway stopped accepting.
+        for t in &mut self.tasks {
+            let _ = t.await;
         }
         let all = u32::try_from(self.max_conns).unwrap_or(u32::MAX);
         let grace = self.shared.snapshot.load().config.server.shutdown_grace;
