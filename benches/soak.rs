@@ -18,7 +18,9 @@
 //!
 //! `--hold N`: N concurrent TLS connections (HTTP/1.1 keep-alive, one request each, then
 //! idle), the gateway's RSS before, while held and per connection; then a second request
-//! on every connection proves they all survived.
+//! on every connection proves they all survived, and all are closed. `--hold-rounds`
+//! (default 2) repeats that in the same process, so that memory the allocator keeps for
+//! reuse (the same after each round) can be told from a leak (growing each round).
 //!
 //! Configs A and B differ in what a client can observe (the server certificate, and a
 //! marker route `/marker-a` or `/marker-b`) but give every request the driver sends the
@@ -87,6 +89,7 @@ struct Args {
     minutes: f64,
     hold: Option<usize>,
     hold_secs: u64,
+    hold_rounds: usize,
     workers: usize,
     reload_every: Duration,
     binary: PathBuf,
@@ -94,13 +97,14 @@ struct Args {
 }
 
 const USAGE: &str = "usage: soak [--minutes M] [--workers N] [--reload-every SECS] \
-[--hold N [--hold-secs S]] [--binary PATH] [--keep]";
+[--hold N [--hold-secs S] [--hold-rounds R]] [--binary PATH] [--keep]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         minutes: 10.0,
         hold: None,
         hold_secs: 30,
+        hold_rounds: 2,
         workers: 12,
         reload_every: Duration::from_secs(5),
         binary: std::env::var_os("PORTCULLIS_BIN")
@@ -141,6 +145,11 @@ fn parse_args() -> Result<Args, String> {
                 args.hold_secs = value("--hold-secs")?
                     .parse()
                     .map_err(|e| format!("--hold-secs: {e}"))?;
+            }
+            "--hold-rounds" => {
+                args.hold_rounds = value("--hold-rounds")?
+                    .parse()
+                    .map_err(|e| format!("--hold-rounds: {e}"))?;
             }
             "--binary" => args.binary = PathBuf::from(value("--binary")?),
             "--keep" => args.keep = true,
@@ -2170,7 +2179,10 @@ async fn stalled_reader(ctx: &Ctx, bound: Duration) -> Result<(Duration, String)
     };
     Ok((
         cut_at,
-        format!("cut ({} KiB had reached the client)", got / 1024),
+        format!(
+            "cut (~{:.0} MiB had reached the client)",
+            got as f64 / f64::from(1 << 20)
+        ),
     ))
 }
 
@@ -2555,13 +2567,17 @@ fn report(
     let rss_min = load.iter().map(|s| s.rss_kib).min().unwrap_or(end.rss_kib);
     let fd_max = load.iter().map(|s| s.fds).max().unwrap_or(end.fds);
     let fd_min = load.iter().map(|s| s.fds).min().unwrap_or(end.fds);
-    let slope = slope_per_minute(
-        &samples
-            .iter()
-            .filter(|(at, _)| *at >= WARM_UP)
-            .map(|(at, s)| (at.as_secs_f64(), s.rss_kib as f64))
-            .collect::<Vec<_>>(),
-    );
+    let trend = |from: Duration| {
+        slope_per_minute(
+            &samples
+                .iter()
+                .filter(|(at, _)| *at >= from)
+                .map(|(at, s)| (at.as_secs_f64(), s.rss_kib as f64))
+                .collect::<Vec<_>>(),
+        )
+        .map_or("too few samples".into(), |k| format!("{k:+.1} KiB/min"))
+    };
+    let (slope, slope_late) = (trend(WARM_UP), trend(duration / 2));
     let dropped = st.dropped_on_reload.load(Ordering::Relaxed);
     let other_transport = st.transport_other.load(Ordering::Relaxed);
     let reload_problems = st.reload_problems.load(Ordering::Relaxed);
@@ -2667,8 +2683,8 @@ fn report(
             ),
         ),
         (
-            "RSS trend after warm-up (least squares)",
-            slope.map_or("too few samples".into(), |k| format!("{k:+.1} KiB/min")),
+            "RSS trend after warm-up / over the second half (least squares)",
+            format!("{slope} / {slope_late}"),
         ),
         ("RSS high-water mark", mib(quiet.hwm_kib.max(end.hwm_kib))),
         ("gateway exit on SIGTERM", exit.to_owned()),
@@ -2817,34 +2833,27 @@ async fn hold_get(tls: &mut Tls, path: &str) -> Result<(), String> {
     }
 }
 
-async fn hold(args: &Args, n: usize) -> anyhow::Result<i32> {
-    let limit = nofile_limit();
-    anyhow::ensure!(
-        limit >= n as u64 + 1000,
-        "open-file limit {limit} is too low for {n} connections: raise it (ulimit -n 65536; benches/soak.sh does)"
-    );
-    let fx = Fixture::new().await?;
-    let path = fx.dir.path().join("hold.toml");
-    std::fs::write(&path, fx.hold_config(n))?;
-    let mut gw = Gateway::start(&args.binary, &path)?;
-    println!(
-        "hold: {} (pid {}) on {}, {n} connections, open-file limit {limit}",
-        args.binary.display(),
-        gw.pid,
-        gw.addr
-    );
-    let cfg = fx.tls(None, b"http/1.1");
-    // Warm the process up (allocator arenas, the upstream pool) with a few connections.
-    for _ in 0..20 {
-        let mut t = tls_connect(gw.addr, cfg.clone()).await?;
-        hold_get(&mut t, "/warm")
-            .await
-            .map_err(anyhow::Error::msg)?;
-    }
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let before = gw.sample();
-    println!("before: rss {}, fds {}", mib(before.rss_kib), before.fds);
+/// What one round of `--hold` measured.
+struct Round {
+    opened: usize,
+    failed: u64,
+    open_secs: f64,
+    active: f64,
+    idle: Sample,
+    later: Sample,
+    second_ok: u64,
+    after_second: Sample,
+    closed: Sample,
+}
 
+/// Opens `n` connections (one request each), holds them idle, asks again on every one,
+/// closes them all.
+async fn hold_round(
+    gw: &Gateway,
+    cfg: &Arc<rustls::ClientConfig>,
+    n: usize,
+    hold_secs: u64,
+) -> Round {
     let held: Arc<Mutex<Vec<Tls>>> = Arc::new(Mutex::new(Vec::with_capacity(n)));
     let failed = Arc::new(AtomicU64::new(0));
     let sem = Arc::new(Semaphore::new(128));
@@ -2893,18 +2902,16 @@ async fn hold(args: &Args, n: usize) -> anyhow::Result<i32> {
         mib(idle.rss_kib),
         idle.fds
     );
-    let rest = Duration::from_secs(args.hold_secs.saturating_sub(20));
-    tokio::time::sleep(rest).await;
+    tokio::time::sleep(Duration::from_secs(hold_secs.saturating_sub(20))).await;
     let later = gw.sample();
 
     // A second request on every held connection: all of them must still work.
     let conns: Vec<Tls> = std::mem::take(&mut *held.lock().unwrap());
     let ok = Arc::new(AtomicU64::new(0));
-    let back: Arc<Mutex<Vec<Tls>>> = Arc::new(Mutex::new(Vec::with_capacity(n)));
     let mut tasks = Vec::with_capacity(n);
     for (i, mut t) in conns.into_iter().enumerate() {
         let permit = sem.clone().acquire_owned().await.expect("semaphore");
-        let (ok, back) = (ok.clone(), back.clone());
+        let (ok, held) = (ok.clone(), held.clone());
         tasks.push(tokio::spawn(async move {
             let r = tokio::time::timeout(
                 Duration::from_secs(30),
@@ -2915,7 +2922,7 @@ async fn hold(args: &Args, n: usize) -> anyhow::Result<i32> {
             match r {
                 Ok(Ok(())) => {
                     ok.fetch_add(1, Ordering::Relaxed);
-                    back.lock().unwrap().push(t);
+                    held.lock().unwrap().push(t);
                 }
                 Ok(Err(e)) => eprintln!("second request on connection {i}: {e}"),
                 Err(_) => eprintln!("second request on connection {i}: timed out"),
@@ -2928,55 +2935,126 @@ async fn hold(args: &Args, n: usize) -> anyhow::Result<i32> {
     let second_ok = ok.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after_second = gw.sample();
-    drop(std::mem::take(&mut *back.lock().unwrap()));
+    drop(std::mem::take(&mut *held.lock().unwrap()));
     tokio::time::sleep(Duration::from_secs(15)).await;
     let closed = gw.sample();
+    println!("closed: rss {}, fds {}", mib(closed.rss_kib), closed.fds);
+    Round {
+        opened,
+        failed: failed.load(Ordering::Relaxed),
+        open_secs,
+        active,
+        idle,
+        later,
+        second_ok,
+        after_second,
+        closed,
+    }
+}
+
+async fn hold(args: &Args, n: usize) -> anyhow::Result<i32> {
+    let limit = nofile_limit();
+    anyhow::ensure!(
+        limit >= n as u64 + 1000,
+        "open-file limit {limit} is too low for {n} connections: raise it (ulimit -n 65536; benches/soak.sh does)"
+    );
+    let fx = Fixture::new().await?;
+    let path = fx.dir.path().join("hold.toml");
+    std::fs::write(&path, fx.hold_config(n))?;
+    let mut gw = Gateway::start(&args.binary, &path)?;
+    println!(
+        "hold: {} (pid {}) on {}, {n} connections, {} rounds, open-file limit {limit}",
+        args.binary.display(),
+        gw.pid,
+        gw.addr,
+        args.hold_rounds
+    );
+    let cfg = fx.tls(None, b"http/1.1");
+    // Warm the process up (allocator arenas, the upstream pool) with a few connections.
+    for _ in 0..20 {
+        let mut t = tls_connect(gw.addr, cfg.clone()).await?;
+        hold_get(&mut t, "/warm")
+            .await
+            .map_err(anyhow::Error::msg)?;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let before = gw.sample();
+    println!("before: rss {}, fds {}", mib(before.rss_kib), before.fds);
+    let mut rounds = Vec::new();
+    for r in 1..=args.hold_rounds {
+        println!("round {r}:");
+        rounds.push(hold_round(&gw, &cfg, n, args.hold_secs).await);
+    }
+    let hwm = gw.sample().hwm_kib;
     let exit = gw.stop(Duration::from_secs(15)).await;
 
-    let per_conn = |s: &Sample| (s.rss_kib as f64 - before.rss_kib as f64) / (opened.max(1) as f64);
+    let per_conn = |s: &Sample, opened: usize| {
+        (s.rss_kib as f64 - before.rss_kib as f64) / (opened.max(1) as f64)
+    };
     println!(
-        "\n== hold: {n} concurrent TLS connections (HTTP/1.1 keep-alive, one request each, then idle) ==\n"
+        "\n== hold: {n} concurrent TLS connections (HTTP/1.1 keep-alive, one request each, then idle), {} rounds in one process ==\n",
+        rounds.len()
     );
-    println!("| measure | value |");
-    println!("| --- | ---: |");
-    println!(
-        "| connections opened / failed | {opened} / {} |",
-        failed.load(Ordering::Relaxed)
+    let mut head = "| measure |".to_owned();
+    let mut rule = "| --- |".to_owned();
+    for r in 1..=rounds.len() {
+        let _ = write!(head, " round {r} |");
+        rule.push_str(" ---: |");
+    }
+    println!("{head}\n{rule}");
+    let row = |name: &str, f: &dyn Fn(&Round) -> String| {
+        let cells: Vec<String> = rounds.iter().map(f).collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    };
+    row("connections opened / failed", &|r| {
+        format!("{} / {}", r.opened, r.failed)
+    });
+    row("time to open (128 handshakes in flight)", &|r| {
+        format!("{:.1} s", r.open_secs)
+    });
+    row("gateway active connections (metric)", &|r| {
+        r.active.to_string()
+    });
+    row(
+        &format!(
+            "RSS (before: {}) with all held idle, after 20 s",
+            mib(before.rss_kib)
+        ),
+        &|r| mib(r.idle.rss_kib),
     );
-    println!("| time to open (128 handshakes in flight) | {open_secs:.1} s |");
-    println!("| gateway active connections (metric) | {active} |");
-    println!(
-        "| RSS before (20 warm-up requests, 6 s idle) | {} |",
-        mib(before.rss_kib)
+    row("  per connection", &|r| {
+        format!("{:.1} KiB", per_conn(&r.idle, r.opened))
+    });
+    row(
+        &format!("RSS after {} s held", args.hold_secs.max(20)),
+        &|r| {
+            format!(
+                "{} ({:.1} KiB per connection)",
+                mib(r.later.rss_kib),
+                per_conn(&r.later, r.opened)
+            )
+        },
     );
-    println!(
-        "| RSS with {opened} held idle (after 20 s) | {} — {:.1} KiB per connection |",
-        mib(idle.rss_kib),
-        per_conn(&idle)
+    row("second request on every connection: ok", &|r| {
+        format!("{} / {}", r.second_ok, r.opened)
+    });
+    row("RSS after the second round of requests", &|r| {
+        mib(r.after_second.rss_kib)
+    });
+    row("RSS 15 s after closing them all", &|r| {
+        mib(r.closed.rss_kib)
+    });
+    row(
+        &format!("fds (before: {}) held / after close", before.fds),
+        &|r| format!("{} / {}", r.idle.fds, r.closed.fds),
     );
-    println!(
-        "| RSS after {} s held | {} — {:.1} KiB per connection |",
-        args.hold_secs.max(20),
-        mib(later.rss_kib),
-        per_conn(&later)
-    );
-    println!("| second request on every connection: ok | {second_ok} / {opened} |");
-    println!(
-        "| RSS after the second round | {} |",
-        mib(after_second.rss_kib)
-    );
-    println!(
-        "| RSS 15 s after closing them all | {} |",
-        mib(closed.rss_kib)
-    );
-    println!("| RSS high-water mark | {} |", mib(closed.hwm_kib));
-    println!(
-        "| fds before / held / after close | {} / {} / {} |",
-        before.fds, idle.fds, closed.fds
-    );
-    println!("| gateway threads | {} |", idle.threads);
+    row("gateway threads", &|r| r.idle.threads.to_string());
+    println!("\n| RSS high-water mark | {} |", mib(hwm));
     println!("| gateway exit on SIGTERM | {exit} |");
-    let good = opened == n && second_ok == opened as u64 && exit.contains("exit status: 0");
+    let good = rounds
+        .iter()
+        .all(|r| r.opened == n && r.second_ok == r.opened as u64)
+        && exit.contains("exit status: 0");
     println!("\nverdict: {}", if good { "PASS" } else { "FAIL" });
     Ok(i32::from(!good))
 }
