@@ -204,13 +204,19 @@ pub fn encode_head(parts: &mut Parts, body: &ReqBody) -> (Vec<u8>, ReqFraming) {
         h.remove(EXPECT);
     }
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let mut size = parts.method.as_str().len() + target.len() + 16;
+    // An absolute-form target with an empty path (`http://a?x`) goes out as `/?x`: the
+    // origin form starts with `/` (RFC 9112 §3.2.1), and `GET ?x` is no request line.
+    let slash = !target.starts_with('/') && target != "*";
+    let mut size = parts.method.as_str().len() + target.len() + 17;
     for (k, v) in &parts.headers {
         size += k.as_str().len() + v.len() + 4;
     }
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
+    if slash {
+        out.push(b'/');
+    }
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (k, v) in &parts.headers {

@@ -358,3 +358,12 @@ fn request_heads_carry_the_framing() {
         assert_eq!(parse_length(v.as_bytes()), None, "{v:?}");
     }
 }
+
+#[test]
+fn an_empty_path_goes_out_as_a_slash() {
+    // Found by fuzzing (fuzz/regressions/h1_request_head/empty-path-sent-as-query-only).
+    let (wire, _) = encode(Method::GET, "http://a?x=1", &[("host", "a")]);
+    assert!(wire.starts_with("GET /?x=1 HTTP/1.1\r\n"), "{wire:?}");
+    let (wire, _) = encode(Method::OPTIONS, "*", &[("host", "a")]);
+    assert!(wire.starts_with("OPTIONS * HTTP/1.1\r\n"), "{wire:?}");
+}
