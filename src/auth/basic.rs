@@ -166,10 +166,20 @@ impl Stored {
                 Some(Stored::Argon2(d))
             }
             Stored::Bcrypt(s) => {
-                let cost: u32 = s.get(4..6)?.parse().ok()?;
-                let mut pw = [0u8; 24];
-                rand::fill(&mut pw);
-                bcrypt::hash(hex::encode(pw), cost).ok().map(Stored::Bcrypt)
+                // The model's version and cost (`$2b$12$`) with a random salt and output:
+                // verifying against it costs what a real one does, and nothing matches.
+                // Not made by hashing, so loading never pays the cost (a `$2b$30$` user
+                // held the load, `check` and a reload for days; found by fuzzing).
+                let b64 = base64::engine::GeneralPurpose::new(
+                    &base64::alphabet::BCRYPT,
+                    base64::engine::general_purpose::NO_PAD,
+                );
+                let (mut salt, mut out) = ([0u8; 16], [0u8; 23]);
+                rand::fill(&mut salt);
+                rand::fill(&mut out);
+                let d = format!("{}{}{}", s.get(..7)?, b64.encode(salt), b64.encode(out));
+                d.parse::<bcrypt::HashParts>().ok()?;
+                Some(Stored::Bcrypt(d))
             }
         }
     }
@@ -812,6 +822,24 @@ mod tests {
         assert!(d.to_string().starts_with("$argon2id$v=19$m=1024,t=1,p=1$"));
         assert!(!Stored::Argon2(d).verify(b"pw"));
         assert!(!default_dummy().unwrap().verify(b""));
+    }
+
+    #[test]
+    fn bcrypt_dummy_mirrors_cost_without_hashing_at_load() {
+        let real = bcrypt::hash("pw", 4).unwrap();
+        let Some(Stored::Bcrypt(d)) = Stored::parse(&real).unwrap().dummy_like() else {
+            panic!("bcrypt dummy")
+        };
+        assert_eq!(d.get(..7), real.get(..7));
+        assert!(!Stored::Bcrypt(d).verify(b"pw"));
+        // Cost 31 takes days to hash: made instantly, it only parses.
+        let slow = format!("$2b$31${}", real.get(7..).unwrap());
+        let start = Instant::now();
+        let Some(Stored::Bcrypt(d)) = Stored::parse(&slow).unwrap().dummy_like() else {
+            panic!("bcrypt dummy")
+        };
+        assert!(d.starts_with("$2b$31$") && d.len() == 60);
+        assert!(start.elapsed() < Duration::from_secs(1));
     }
 
     fn basic(ttl: Duration, size: usize) -> Basic {

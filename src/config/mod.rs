@@ -272,7 +272,7 @@ pub(crate) fn section<T: DeserializeOwned>(
         Ok(v) => Some(v),
         Err(e) => {
             let inner = e.path().to_string();
-            let mut msg = e.inner().message().trim().to_string();
+            let mut msg = without_string_value(e.inner().message().trim());
             let mut path = match (base.is_empty(), inner.as_str()) {
                 (_, ".") => base.to_string(),
                 (true, p) => p.to_string(),
@@ -297,9 +297,51 @@ pub(crate) fn section<T: DeserializeOwned>(
     }
 }
 
+/// serde quotes a string it did not expect (`invalid type: string "…", expected …`). That
+/// string may be a secret written under the wrong key, and the message reaches the
+/// terminal and, on a reload, the log: it is never repeated (the line and key path say
+/// where it is).
+fn without_string_value(msg: &str) -> String {
+    for kind in ["invalid type: string", "invalid value: string"] {
+        let quoted = msg
+            .strip_prefix(kind)
+            .and_then(|rest| rest.strip_prefix(" \""))
+            .and_then(|rest| rest.rfind("\", expected").map(|end| &rest[end + 1..]));
+        if let Some(tail) = quoted {
+            return format!("{kind}{tail}");
+        }
+    }
+    msg.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_misplaced_secret_is_not_repeated() {
+        // `client_secret` under `[authenticators]` instead of `[authenticators.NAME]`.
+        let src = "[authenticators]\nclient_secret = \"hunter2-hunter2\"\n";
+        let Err(e) = load_str(Path::new("c.toml"), src) else {
+            panic!("accepted");
+        };
+        let shown = e.to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains(
+                "c.toml:2: authenticators.client_secret: invalid type: string, expected struct Authenticator"
+            ),
+            "{shown}"
+        );
+        assert_eq!(
+            without_string_value(r#"invalid value: string "a\", expected x", expected a duration"#),
+            "invalid value: string, expected a duration"
+        );
+        assert_eq!(
+            without_string_value("missing field `x`"),
+            "missing field `x`"
+        );
+    }
 
     #[test]
     fn unknown_key_path_names_the_key_once() {

@@ -13,8 +13,9 @@ const SECRET_MIN: usize = 8;
 const MAX_FILE: u64 = 1 << 20;
 
 /// Arbitrary text as the config file `fuzz.toml` (relative paths resolve against the
-/// working directory). Inputs naming anything but a small regular file (a device, a
-/// FIFO, a directory) are skipped: reading `/dev/zero` would only test the machine.
+/// working directory). Inputs whose file keys (`cert`, `key`, `ca`, `crls`, `*_file`)
+/// name anything but a small regular file (a device, a FIFO, a directory) are skipped:
+/// reading `/dev/zero` would only test the machine.
 ///
 /// Invariants: nothing panics; an error has at least one problem, each with a non-empty
 /// message and a line inside the file, and never repeats an inline secret (`secret`,
@@ -28,7 +29,11 @@ pub fn config(data: &[u8]) {
     let mut secrets = Vec::new();
     let mut others = Vec::new();
     if let Ok(table) = toml::from_str::<toml::Table>(src) {
-        if !walk(&toml::Value::Table(table), false, &mut secrets, &mut others) {
+        let top = At {
+            secret: false,
+            path: false,
+        };
+        if !walk(&toml::Value::Table(table), top, &mut secrets, &mut others) {
             return;
         }
     }
@@ -68,35 +73,45 @@ pub fn config(data: &[u8]) {
     }
 }
 
-/// Collects string values (secret or not); false when one names a file the loader must
-/// not be pointed at.
-fn walk(
-    v: &toml::Value,
+/// Keys whose values the loader reads as file paths (besides every `*_file`).
+const PATH_KEYS: [&str; 4] = ["cert", "key", "ca", "crls"];
+
+/// Where a value sits: under a secret key, under a file-path key.
+#[derive(Clone, Copy)]
+struct At {
     secret: bool,
-    secrets: &mut Vec<String>,
-    others: &mut Vec<String>,
-) -> bool {
+    path: bool,
+}
+
+/// Collects string values (secret or not); false when a file path names anything the
+/// loader must not be pointed at.
+fn walk(v: &toml::Value, at: At, secrets: &mut Vec<String>, others: &mut Vec<String>) -> bool {
     match v {
         toml::Value::String(s) => {
-            if let Ok(m) = std::fs::metadata(s) {
-                if !m.is_file() || m.len() > MAX_FILE {
-                    return false;
+            if at.path {
+                if let Ok(m) = std::fs::metadata(s) {
+                    if !m.is_file() || m.len() > MAX_FILE {
+                        return false;
+                    }
                 }
             }
-            if secret {
+            if at.secret {
                 secrets.push(s.clone());
             } else {
                 others.push(s.clone());
             }
             true
         }
-        toml::Value::Array(a) => a.iter().all(|v| walk(v, secret, secrets, others)),
+        toml::Value::Array(a) => a.iter().all(|v| walk(v, at, secrets, others)),
         toml::Value::Table(t) => t.iter().all(|(k, v)| {
-            let secret = secret
-                || SECRET_KEYS.contains(&k.as_str())
-                || (SECRET_TABLES.contains(&k.as_str()) && v.is_table());
+            let at = At {
+                secret: at.secret
+                    || SECRET_KEYS.contains(&k.as_str())
+                    || (SECRET_TABLES.contains(&k.as_str()) && v.is_table()),
+                path: PATH_KEYS.contains(&k.as_str()) || k.ends_with("_file"),
+            };
             others.push(k.clone());
-            walk(v, secret, secrets, others)
+            walk(v, at, secrets, others)
         }),
         _ => true,
     }
