@@ -6,7 +6,7 @@ use http::{HeaderMap, Method, Request, StatusCode, Uri};
 
 use crate::proxy::body::ReqBody;
 use crate::proxy::h1::{
-    Chunk, Decoder, MAX_HEAD_BYTES, ReqFraming, RespFraming, chunked_step, encode_head, parse_head,
+    Decoder, MAX_HEAD_BYTES, ReqFraming, RespFraming, chunked_step, encode_head, parse_head,
 };
 use crate::proxy::headers::strip_hop_by_hop;
 
@@ -193,7 +193,7 @@ fn answer(
                     body.extend_from_slice(&data);
                     continue;
                 }
-                if *state == Chunk::End {
+                if state.is_end() {
                     decoder = Decoder::Done;
                     continue;
                 }

@@ -26,11 +26,8 @@
 //! | D6 | `Connection` that is not visible ASCII | connection closed after the answer | field ignored, reused | an unreadable hop-by-hop field is no promise of keep-alive |
 //! | D7 | nothing, on a reused connection, after the request | the bodiless idempotent request sent again on a new connection | error | the upstream's idle close raced the reuse (`pool`); Go's and nginx's clients resend too |
 //!
-//! Open finding: ours is laxer, not fixed.
-//!
-//! | id | upstream sends | portcullis | hyper | why not fixed |
-//! |----|----------------|------------|-------|---------------|
-//! | F1 | chunk extensions over 16 KiB in one body, each line under it | read | body error | the bound is per size line; a per-body bound needs a count carried through every `h1::Chunk` state |
+//! No finding is open: every place where ours was laxer than hyper is fixed, the last being
+//! chunk extensions over 16 KiB in one body (now bounded per body, as hyper bounds them).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -602,19 +599,9 @@ fn scan(wire: &[u8]) -> Vec<Scanned> {
     heads
 }
 
-/// Bytes of chunk extensions in a chunked body (an estimate: any line that starts with a
-/// hex digit and has a `;`).
-fn extension_bytes(wire: &[u8]) -> usize {
-    wire.split(|&b| b == b'\n')
-        .filter(|l| l.first().is_some_and(u8::is_ascii_hexdigit))
-        .filter_map(|l| l.iter().position(|&b| b == b';').map(|i| l.len() - i))
-        .sum()
-}
-
 /// The answer a difference was seen in.
 struct Seen<'a> {
     heads: Vec<Scanned>,
-    wire: &'a [u8],
     head_request: bool,
     /// What the upstream sent after a second request on the same connection.
     next: Option<&'a [u8]>,
@@ -630,14 +617,11 @@ impl Seen<'_> {
     }
 }
 
-/// A difference from hyper that is known: intended (ours stricter, with a reason), or an
-/// open finding not fixed yet.
+/// A difference from hyper that is intended: ours stricter, with a reason.
 struct Listed {
     id: &'static str,
     how: How,
     applies: fn(&Seen<'_>) -> bool,
-    /// A finding (ours laxer than hyper), not an intended difference.
-    open: bool,
 }
 
 /// Every known difference. Each must still be seen, or it is stale: remove it (and its
@@ -647,7 +631,6 @@ const LISTED: &[Listed] = &[
         id: "D1 head over 64 KiB",
         how: How::Head,
         applies: |s| s.heads.iter().any(|h| h.len > super::h1::MAX_HEAD_BYTES),
-        open: false,
     },
     Listed {
         id: "D2 Transfer-Encoding with Content-Length: not reused",
@@ -656,7 +639,6 @@ const LISTED: &[Listed] = &[
             s.last()
                 .is_some_and(|h| h.has("transfer-encoding") && h.has("content-length"))
         },
-        open: false,
     },
     Listed {
         id: "D3 Transfer-Encoding with a bad Content-Length",
@@ -665,7 +647,6 @@ const LISTED: &[Listed] = &[
             s.last()
                 .is_some_and(|h| h.has("transfer-encoding") && h.length_ok() == Some(false))
         },
-        open: false,
     },
     Listed {
         id: "D4 bad Content-Length on an answer without a body",
@@ -675,7 +656,6 @@ const LISTED: &[Listed] = &[
                 .iter()
                 .any(|h| s.bodiless(h) && h.length_ok() == Some(false))
         },
-        open: false,
     },
     Listed {
         id: "D5 Transfer-Encoding not visible ASCII",
@@ -684,25 +664,16 @@ const LISTED: &[Listed] = &[
             s.last()
                 .is_some_and(|h| h.not_visible_ascii("transfer-encoding"))
         },
-        open: false,
     },
     Listed {
         id: "D6 Connection not visible ASCII: not reused",
         how: How::Reuse,
         applies: |s| s.last().is_some_and(|h| h.not_visible_ascii("connection")),
-        open: false,
     },
     Listed {
         id: "D7 reused connection closed unanswered: sent again",
         how: How::Retry,
         applies: |s| s.next.is_some_and(<[u8]>::is_empty),
-        open: false,
-    },
-    Listed {
-        id: "F1 chunk extensions over 16 KiB in one body",
-        how: How::LaxBody,
-        applies: |s| extension_bytes(s.wire) > 16 * 1024,
-        open: true,
     },
 ];
 
@@ -718,7 +689,6 @@ fn explain(case: &Case, how: How, level: usize) -> Option<&'static Listed> {
     };
     let seen = Seen {
         heads: scan(wire),
-        wire,
         head_request,
         next,
     };
@@ -1523,8 +1493,7 @@ async fn every_stream_gets_hypers_outcome_or_a_listed_stricter_one() {
         total - known - failures.len()
     );
     for l in LISTED {
-        let open = if l.open { " (open finding)" } else { "" };
-        println!("  {:5}  {}{open}", seen[l.id], l.id);
+        println!("  {:5}  {}", seen[l.id], l.id);
     }
     let stale: Vec<_> = seen
         .iter()

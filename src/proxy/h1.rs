@@ -33,8 +33,9 @@ use super::body::{BodyError, ReqBody};
 const MAX_HEADERS: usize = 100;
 /// Largest response head; nginx's default `proxy_buffer_size` is 4 or 8 KiB.
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Largest chunk-extension run and trailer section of a chunked body (both are dropped
-/// as they are read, so neither grows a buffer; the bound is on time spent, as hyper's).
+/// Most bytes of chunk extensions, and of trailer section, in one chunked body (both are
+/// dropped as they are read, so neither grows a buffer; the bound is on time spent, as
+/// hyper's).
 const MAX_CHUNK_META: usize = 16 * 1024;
 /// Read size while waiting for a response head.
 const HEAD_READ: usize = 8 * 1024;
@@ -613,11 +614,44 @@ pub enum Decoder {
     /// This many bytes to go.
     Length(u64),
     /// Inside a chunked body.
-    Chunked(Chunk),
+    Chunked(Chunked),
     /// Until the connection closes.
     Eof,
     /// All read.
     Done,
+}
+
+/// A chunked body's parse: where it stands, and the chunk-extension bytes skipped so far.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Chunked {
+    /// Where the parse stands.
+    pub at: Chunk,
+    /// Extension bytes in all the size lines so far.
+    extensions: usize,
+}
+
+impl Chunked {
+    /// Before the first size line.
+    pub fn new() -> Self {
+        Chunked {
+            at: Chunk::Size {
+                size: 0,
+                digits: false,
+            },
+            extensions: 0,
+        }
+    }
+
+    /// Whether the body has ended (its last chunk and trailer section are read).
+    pub fn is_end(&self) -> bool {
+        self.at == Chunk::End
+    }
+}
+
+impl Default for Chunked {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Where a chunked body's parse stands.
@@ -627,8 +661,8 @@ pub enum Chunk {
     Size { size: u64, digits: bool },
     /// Whitespace after the size; `;` (extensions) or CR next.
     SizeSpace(u64),
-    /// Chunk extensions, skipped: their length so far.
-    SizeExt { size: u64, len: usize },
+    /// Chunk extensions, skipped.
+    SizeExt(u64),
     /// The size line's CR was seen; LF next.
     SizeLf(u64),
     /// This many data bytes to go.
@@ -669,10 +703,7 @@ impl Decoder {
         match framing {
             RespFraming::Empty | RespFraming::Length(0) => Decoder::Done,
             RespFraming::Length(n) => Decoder::Length(n),
-            RespFraming::Chunked => Decoder::Chunked(Chunk::Size {
-                size: 0,
-                digits: false,
-            }),
+            RespFraming::Chunked => Decoder::Chunked(Chunked::new()),
             RespFraming::Eof => Decoder::Eof,
         }
     }
@@ -717,7 +748,7 @@ impl Decoder {
                     if let Some(data) = chunked_step(state, &mut conn.buf)? {
                         return Poll::Ready(Ok(Some(data)));
                     }
-                    if *state == Chunk::End {
+                    if state.is_end() {
                         *self = Decoder::Done;
                         return Poll::Ready(Ok(None));
                     }
@@ -738,9 +769,13 @@ impl Decoder {
 }
 
 /// Consumes chunked-coding bytes from the front of `buf`: returns data when some is
-/// there, else advances `state` over size lines, CRLFs and trailers until `buf` is empty
+/// there, else advances `parse` over size lines, CRLFs and trailers until `buf` is empty
 /// or the body ends (`Chunk::End`).
-pub(crate) fn chunked_step(state: &mut Chunk, buf: &mut BytesMut) -> Result<Option<Bytes>, Error> {
+pub(crate) fn chunked_step(
+    parse: &mut Chunked,
+    buf: &mut BytesMut,
+) -> Result<Option<Bytes>, Error> {
+    let state = &mut parse.at;
     while !buf.is_empty() {
         match *state {
             Chunk::Data(left) => {
@@ -772,19 +807,18 @@ pub(crate) fn chunked_step(state: &mut Chunk, buf: &mut BytesMut) -> Result<Opti
                 Chunk::SizeSpace(size)
             }
             (Chunk::Size { size, digits: true } | Chunk::SizeSpace(size), b';') => {
-                Chunk::SizeExt { size, len: 0 }
+                Chunk::SizeExt(size)
             }
             (
-                Chunk::Size { size, digits: true }
-                | Chunk::SizeSpace(size)
-                | Chunk::SizeExt { size, .. },
+                Chunk::Size { size, digits: true } | Chunk::SizeSpace(size) | Chunk::SizeExt(size),
                 b'\r',
             ) => Chunk::SizeLf(size),
-            (Chunk::SizeExt { size, len }, b) if b != b'\n' => {
-                if len >= MAX_CHUNK_META {
+            (Chunk::SizeExt(size), b) if b != b'\n' => {
+                if parse.extensions >= MAX_CHUNK_META {
                     return Err(Error::Invalid("chunk extensions too long"));
                 }
-                Chunk::SizeExt { size, len: len + 1 }
+                parse.extensions += 1;
+                Chunk::SizeExt(size)
             }
             (Chunk::SizeLf(0), b'\n') => Chunk::Trailer {
                 line: Line::Empty,
