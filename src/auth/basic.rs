@@ -119,6 +119,13 @@ impl Drop for Queued<'_> {
     }
 }
 
+/// Most memory an argon2 hash may ask for, in KiB: RFC 9106's largest recommendation (2 GiB).
+const ARGON2_MAX_MEMORY_KIB: u32 = 2 * 1024 * 1024;
+/// Most argon2 work (memory in KiB × passes): about 4 s of one core.
+const ARGON2_MAX_WORK: u64 = 4 * 1024 * 1024;
+/// Highest bcrypt cost (2^16 rounds, about 4 s of one core).
+const BCRYPT_MAX_COST: u32 = 16;
+
 /// A stored password hash, parsed at load time.
 enum Stored {
     Argon2(Box<PasswordHash>),
@@ -130,14 +137,33 @@ impl Stored {
     fn parse(s: &str) -> Result<Stored, String> {
         if s.starts_with("$argon2id$") || s.starts_with("$argon2i$") {
             let h = PasswordHash::new(s).map_err(|e| format!("invalid argon2 hash: {e}"))?;
-            argon2::Params::try_from(&h).map_err(|e| format!("invalid argon2 parameters: {e}"))?;
+            let p = argon2::Params::try_from(&h)
+                .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
             if h.salt.is_none() || h.hash.is_none() {
                 return Err("invalid argon2 hash: missing salt or output".into());
             }
+            // Every attempt (and every unknown user's) pays this on the bounded hashing
+            // pool: a cost of minutes would end Basic auth for everyone.
+            let (m, t) = (p.m_cost(), p.t_cost());
+            if m > ARGON2_MAX_MEMORY_KIB || u64::from(m) * u64::from(t) > ARGON2_MAX_WORK {
+                return Err(format!(
+                    "argon2 cost too high (m={m}, t={t}): at most m={ARGON2_MAX_MEMORY_KIB} \
+                     and m × t = {ARGON2_MAX_WORK}, or each attempt holds a hashing thread \
+                     for seconds"
+                ));
+            }
             Ok(Stored::Argon2(Box::new(h)))
         } else if ["$2a$", "$2b$", "$2y$"].iter().any(|p| s.starts_with(p)) {
-            s.parse::<bcrypt::HashParts>()
+            let parts = s
+                .parse::<bcrypt::HashParts>()
                 .map_err(|e| format!("invalid bcrypt hash: {e}"))?;
+            if parts.get_cost() > BCRYPT_MAX_COST {
+                return Err(format!(
+                    "bcrypt cost too high ({}): at most {BCRYPT_MAX_COST}, or each attempt \
+                     holds a hashing thread for seconds",
+                    parts.get_cost()
+                ));
+            }
             Ok(Stored::Bcrypt(s.to_string()))
         } else {
             Err("unsupported hash (expected an argon2id or argon2i PHC string, or bcrypt $2a$/$2b$/$2y$)".into())
@@ -169,7 +195,8 @@ impl Stored {
                 // The model's version and cost (`$2b$12$`) with a random salt and output:
                 // verifying against it costs what a real one does, and nothing matches.
                 // Not made by hashing, so loading never pays the cost (a `$2b$30$` user
-                // held the load, `check` and a reload for days; found by fuzzing).
+                // held the load, `check` and a reload for days, found by fuzzing; costs
+                // over BCRYPT_MAX_COST are now refused, and 16 still takes seconds).
                 let b64 = base64::engine::GeneralPurpose::new(
                     &base64::alphabet::BCRYPT,
                     base64::engine::general_purpose::NO_PAD,
@@ -808,6 +835,19 @@ mod tests {
             assert!(Stored::parse(&format!("{p}{}", &bc[4..])).is_ok(), "{p}");
         }
         assert!(Stored::parse(&format!("$2x${}", &bc[4..])).is_err());
+        // Costs that would hold a hashing thread for more than seconds per attempt.
+        let slow = format!("$2b$17${}", &bc[7..]);
+        assert!(Stored::parse(&slow).is_err_and(|e| e.contains("at most 16")));
+        assert!(Stored::parse(&format!("$2b$16${}", &bc[7..])).is_ok());
+        for (params, ok) in [
+            ("m=2097152,t=2,p=1", true),
+            ("m=2097153,t=1,p=1", false),
+            ("m=1048576,t=5,p=1", false),
+            ("m=65536,t=64,p=1", true),
+        ] {
+            let h = argon.replace("m=1024,t=1,p=1", params);
+            assert_eq!(Stored::parse(&h).is_ok(), ok, "{params}");
+        }
         assert!(Stored::parse("$1$abc").is_err());
         assert!(Stored::parse("plaintext").is_err());
     }
@@ -832,13 +872,13 @@ mod tests {
         };
         assert_eq!(d.get(..7), real.get(..7));
         assert!(!Stored::Bcrypt(d).verify(b"pw"));
-        // Cost 31 takes days to hash: made instantly, it only parses.
-        let slow = format!("$2b$31${}", real.get(7..).unwrap());
+        // Cost 16, the highest taken, takes seconds to hash: made instantly, it only parses.
+        let slow = format!("$2b$16${}", real.get(7..).unwrap());
         let start = Instant::now();
         let Some(Stored::Bcrypt(d)) = Stored::parse(&slow).unwrap().dummy_like() else {
             panic!("bcrypt dummy")
         };
-        assert!(d.starts_with("$2b$31$") && d.len() == 60);
+        assert!(d.starts_with("$2b$16$") && d.len() == 60);
         assert!(start.elapsed() < Duration::from_secs(1));
     }
 
