@@ -15,7 +15,7 @@ use http_body_util::Full;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use portcullis::auth::memo::Memo;
 use portcullis::auth::{BuildContext, Outcome, introspection, jwt};
-use portcullis::config::{Problems, raw};
+use portcullis::config::Problems;
 use rcgen::KeyPair;
 use serde_json::{Map, Value, json};
 
@@ -80,7 +80,7 @@ fn bench_jwt(c: &mut Criterion) {
 
         let path = dir.path().join(format!("{name}.pem"));
         std::fs::write(&path, &pub_pem).unwrap();
-        let r = raw::Authenticator {
+        let r = jwt::Raw {
             kind: "jwt".into(),
             public_key_file: Some(path.display().to_string()),
             issuer: Some("https://issuer.test/".into()),
@@ -89,7 +89,10 @@ fn bench_jwt(c: &mut Criterion) {
             ..Default::default()
         };
         let mut p = Problems::default();
-        let a = jwt::build("idp", &r, "a", &ctx(), &mut p).unwrap();
+        let a = jwt::Settings::read("idp", r, "a", &ctx(), &mut p)
+            .unwrap()
+            .build("idp")
+            .unwrap();
         assert!(matches!(
             ready(a.authenticate_token(token.as_str().into(), &Memo::default())),
             Outcome::Admit(_)
@@ -144,7 +147,7 @@ fn bench_introspection(c: &mut Criterion) {
         });
         addr
     });
-    let r = raw::Authenticator {
+    let r = introspection::Raw {
         kind: "introspection".into(),
         endpoint: Some(format!("http://{addr}/introspect")),
         client_id: Some("gw".into()),
@@ -152,7 +155,10 @@ fn bench_introspection(c: &mut Criterion) {
         ..Default::default()
     };
     let mut p = Problems::default();
-    let a = introspection::build("opaque", &r, "a", &ctx(), &mut p).unwrap();
+    let a = introspection::Settings::read("opaque", r, "a", &ctx(), &mut p)
+        .unwrap()
+        .build("opaque")
+        .unwrap();
     let token = "opaque-token-0123456789abcdef0123456789abcdef";
     let _guard = rt.enter();
     assert!(

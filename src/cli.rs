@@ -94,8 +94,16 @@ pub fn main() -> i32 {
     }
 }
 
+/// Loads the config and builds the snapshot it describes (without serving), so `check`
+/// refuses exactly what a start or a reload would.
 fn check(path: PathBuf) -> i32 {
-    match crate::config::load(&path) {
+    let built = crate::config::load(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|config| {
+            let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+            crate::snapshot::Snapshot::build(config, &metrics).map_err(|e| e.to_string())
+        });
+    match built {
         Ok(_) => {
             println!("ok");
             0

@@ -9,15 +9,19 @@ use ipnet::IpNet;
 
 use crate::auth::pipeline::{Member, Pipeline};
 use crate::auth::{Authenticator, Consumes};
-use crate::config::{Config, Limits};
+use crate::config::{Config, ConfigError, Limits};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::proxy::upstream::UpstreamRt;
 use crate::route::Matcher;
 
-/// Why a validated config could not be compiled (a config that passed validation fails
-/// here only if a file changed in between, or on an internal inconsistency).
+/// Why a validated config could not be compiled: a checked part that could not be built
+/// (a CA certificate rustls refuses, a certificate and key that do not pair), or an
+/// internal inconsistency.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// Reported as any config problem is: `FILE:LINE: KEY.PATH: message`.
+    #[error("{0}")]
+    Config(#[from] ConfigError),
     /// An upstream's runtime form.
     #[error("upstreams.{name}: {source}")]
     Upstream {
@@ -88,15 +92,23 @@ impl Snapshot {
             })?;
             upstreams.push(Arc::new(rt));
         }
-        let members: Vec<Member> = config
-            .authenticators
+        let mut authenticators = Vec::with_capacity(config.authenticators.len());
+        for (name, settings) in &config.authenticators {
+            let a = settings.build(name).map_err(|e| {
+                let key = match e.key {
+                    "" => format!("authenticators.{name}"),
+                    k => format!("authenticators.{name}.{k}"),
+                };
+                config.problem(key, e.message)
+            })?;
+            a.attach(metrics);
+            authenticators.push((name.clone(), Arc::new(a)));
+        }
+        let members: Vec<Member> = authenticators
             .iter()
-            .map(|(name, a)| {
-                a.attach(metrics);
-                Member {
-                    auth: a.clone(),
-                    counters: metrics.decisions(name),
-                }
+            .map(|(name, a)| Member {
+                auth: a.clone(),
+                counters: metrics.decisions(name),
             })
             .collect();
         let mut routes = Vec::with_capacity(config.routes.len());
@@ -149,7 +161,7 @@ impl Snapshot {
             .map(tokio_rustls::TlsAcceptor::from);
         let proto = HeaderValue::from_static(if tls.is_some() { "https" } else { "http" });
         let mut set_by_gateway: Vec<HeaderName> = Vec::new();
-        for (_, a) in &config.authenticators {
+        for (_, a) in &authenticators {
             for h in a.sets_headers() {
                 if !set_by_gateway.contains(&h) {
                     set_by_gateway.push(h);
@@ -159,7 +171,7 @@ impl Snapshot {
         Ok(Snapshot {
             routes,
             upstreams,
-            authenticators: config.authenticators.clone(),
+            authenticators,
             tls,
             limits: config.server.limits.clone(),
             trusted_proxies: config.server.trusted_proxies.clone(),

@@ -27,21 +27,54 @@ use time::format_description::well_known::Rfc3339;
 
 use super::throttle::Throttle;
 use super::{AuthMethod, Identity, Outcome, RejectReason, RequestView};
-use crate::config::{Problems, raw};
+use crate::config::Problems;
 
-/// Keys the `api_key` kind accepts.
-pub const KEYS: &[&str] = &["header", "query", "keys"];
+/// `[authenticators.NAME]` of kind `api_key`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Raw {
+    /// Always `"api_key"`.
+    pub kind: String,
+    /// Header carrying the key (default `X-API-Key`).
+    pub header: Option<String>,
+    /// Query parameter carrying the key, instead of a header.
+    pub query: Option<String>,
+    /// The accepted keys.
+    pub keys: Option<Vec<RawKey>>,
+}
+
+/// One entry of `keys = [...]`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKey {
+    /// What the key is admitted as.
+    pub id: String,
+    /// `sha256:<64 hex>` of the key.
+    pub hash: String,
+    /// Scopes the key grants.
+    pub scopes: Option<Vec<String>>,
+    /// RFC 3339 time after which the key is refused.
+    pub expires: Option<String>,
+}
+
+/// `kind = "api_key"`, checked: where the key travels and each key's digest.
+pub struct Settings {
+    source: Source,
+    keys: HashMap<[u8; 32], Entry>,
+}
 
 /// Longest accepted key.
 const MAX_KEY_LEN: usize = 1024;
 
 /// Where the key travels.
+#[derive(Clone)]
 enum Source {
     Header(HeaderName),
     Query(String),
 }
 
 /// One configured key.
+#[derive(Clone)]
 struct Entry {
     digest: [u8; 32],
     /// What the key is admitted as (`id`, `scopes`).
@@ -78,9 +111,9 @@ enum Found {
     Key(Vec<u8>),
 }
 
-impl ApiKey {
-    /// Builds `[authenticators.NAME]` of kind api_key, recording problems under `base`.
-    pub fn build(r: &raw::Authenticator, base: &str, problems: &mut Problems) -> Option<ApiKey> {
+impl Settings {
+    /// Reads `[authenticators.NAME]` of kind api_key, recording problems under `base`.
+    pub fn read(r: Raw, base: &str, problems: &mut Problems) -> Option<Settings> {
         let before = problems.len();
         let source = match (&r.header, &r.query) {
             (Some(_), Some(_)) => {
@@ -180,12 +213,22 @@ impl ApiKey {
         if problems.len() != before {
             return None;
         }
-        Some(ApiKey {
+        Some(Settings {
             source: source?,
             keys,
         })
     }
 
+    /// The authenticator.
+    pub fn build(&self) -> ApiKey {
+        ApiKey {
+            source: self.source.clone(),
+            keys: self.keys.clone(),
+        }
+    }
+}
+
+impl ApiKey {
     /// Builds a header-based authenticator from `(id, sha256:hex, scopes)` (benches, tests).
     pub fn from_hashes(
         header: &str,

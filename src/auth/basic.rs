@@ -39,10 +39,34 @@ use tokio::sync::Semaphore;
 use super::memo::owner_id;
 use super::throttle::{Key, Throttle};
 use super::{AuthMethod, Identity, Outcome, RejectReason, RequestView};
-use crate::config::{Problems, raw};
+use crate::config::Problems;
+use crate::config::units::Dur;
 
-/// Keys the `basic` kind accepts.
-pub const KEYS: &[&str] = &["realm", "users_file", "users", "cache_ttl", "cache_size"];
+/// `[authenticators.NAME]` of kind `basic`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Raw {
+    /// Always `"basic"`.
+    pub kind: String,
+    /// `WWW-Authenticate` realm.
+    pub realm: Option<String>,
+    /// htpasswd-style `name:hash` lines.
+    pub users_file: Option<String>,
+    /// Inline `name = "hash"`.
+    pub users: Option<std::collections::BTreeMap<String, String>>,
+    /// Verified-credential cache lifetime.
+    pub cache_ttl: Option<Dur>,
+    /// Verified-credential cache entries.
+    pub cache_size: Option<i64>,
+}
+
+/// `kind = "basic"`, checked: every user's hash parses, the realm can be sent.
+pub struct Settings {
+    realm: String,
+    users: Vec<(String, String)>,
+    cache_ttl: Duration,
+    cache_size: usize,
+}
 
 /// Longest accepted `Authorization: Basic` token (base64 text).
 const MAX_TOKEN_LEN: usize = 4096;
@@ -449,15 +473,15 @@ impl Drop for InflightGuard<'_> {
     }
 }
 
-impl Basic {
-    /// Builds `[authenticators.NAME]` of kind basic, recording problems under `base`.
-    pub fn build(
+impl Settings {
+    /// Reads `[authenticators.NAME]` of kind basic, recording problems under `base`.
+    pub fn read(
         name: &str,
-        r: &raw::Authenticator,
+        r: Raw,
         base: &str,
         ctx: &super::BuildContext,
         problems: &mut Problems,
-    ) -> Option<Basic> {
+    ) -> Option<Settings> {
         let before = problems.len();
         let mut list: Vec<(String, String)> = Vec::new();
         if let Some(users) = &r.users {
@@ -534,18 +558,28 @@ impl Basic {
                 DEFAULT_CACHE_SIZE
             }
         };
-        if problems.len() != before {
-            return None;
-        }
-        match Basic::new(name, &realm, &list, ttl, size) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                problems.push(base.to_string(), e);
-                None
-            }
-        }
+        (problems.len() == before).then_some(Settings {
+            realm,
+            users: list,
+            cache_ttl: ttl,
+            cache_size: size,
+        })
     }
 
+    /// The authenticator: the users' hashes, the dummy for unknown names, the cache.
+    pub fn build(&self, name: &str) -> Result<Basic, super::BuildError> {
+        Basic::new(
+            name,
+            &self.realm,
+            &self.users,
+            self.cache_ttl,
+            self.cache_size,
+        )
+        .map_err(|e| super::BuildError::at("", e))
+    }
+}
+
+impl Basic {
     /// Builds from `(user, hash)` pairs (benches and tests; `build` validates first).
     pub fn new(
         name: &str,

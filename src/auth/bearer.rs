@@ -17,7 +17,6 @@ use serde_json::{Map, Value};
 
 use super::{AuthMethod, Consumes, Identity};
 use crate::config::Problems;
-use crate::config::raw;
 
 /// Longest accepted token; longer ones are rejected without parsing.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -103,6 +102,7 @@ pub fn bearer(headers: &HeaderMap) -> Bearer<'_> {
 }
 
 /// Precomputed `WWW-Authenticate` values of one token authenticator.
+#[derive(Clone)]
 pub struct Challenges {
     realm: String,
     plain: HeaderValue,
@@ -142,7 +142,19 @@ impl Challenges {
     }
 }
 
+/// The keys both token kinds take, as written.
+#[derive(Default)]
+pub struct TokenKeys {
+    /// `realm`.
+    pub realm: Option<String>,
+    /// `forward_token`.
+    pub forward_token: Option<bool>,
+    /// `forward_claims`.
+    pub forward_claims: Option<std::collections::BTreeMap<String, String>>,
+}
+
 /// Options shared by the token kinds.
+#[derive(Clone)]
 pub struct TokenOptions {
     /// `WWW-Authenticate` values.
     pub challenges: Challenges,
@@ -181,12 +193,7 @@ const RESERVED_HEADERS: &[&str] = &[
 
 impl TokenOptions {
     /// Reads `realm`, `forward_token` and `forward_claims`, recording problems.
-    pub fn build(
-        name: &str,
-        r: &raw::Authenticator,
-        base: &str,
-        problems: &mut Problems,
-    ) -> Option<Self> {
+    pub fn read(name: &str, r: TokenKeys, base: &str, problems: &mut Problems) -> Option<Self> {
         let realm = r.realm.as_deref().unwrap_or(name);
         let challenges = Challenges::new(realm);
         if challenges.is_none() {
@@ -362,12 +369,12 @@ mod tests {
     #[test]
     fn identity_from_claims() {
         let mut p = Problems::default();
-        let r = raw::Authenticator {
+        let r = TokenKeys {
             forward_claims: Some([("tenant".to_string(), "X-Tenant".to_string())].into()),
             forward_token: Some(true),
             ..Default::default()
         };
-        let o = TokenOptions::build("idp", &r, "a", &mut p).unwrap();
+        let o = TokenOptions::read("idp", r, "a", &mut p).unwrap();
         assert_eq!(p.len(), 0);
         let c = json!({"client_id": "svc", "tenant": "acme", "cnf": {"x5t#S256": "abc"}, "scope": "r w"});
         let id = o.identity(AuthMethod::Jwt, c.as_object().unwrap().clone());
@@ -381,11 +388,11 @@ mod tests {
     #[test]
     fn refuses_reserved_forward_header() {
         let mut p = Problems::default();
-        let r = raw::Authenticator {
+        let r = TokenKeys {
             forward_claims: Some([("sub".to_string(), "X-Auth-Subject".to_string())].into()),
             ..Default::default()
         };
-        assert!(TokenOptions::build("idp", &r, "a", &mut p).is_some());
+        assert!(TokenOptions::read("idp", r, "a", &mut p).is_some());
         assert_eq!(p.len(), 1);
     }
 }

@@ -9,6 +9,7 @@
 //! token. Concurrent requests with the same token share one call (single-flight). The
 //! client secret is never logged.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,39 +20,62 @@ use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 
+use rustls::pki_types::CertificateDer;
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
-use super::bearer::{Bearer, Token, TokenOptions, bearer};
+use super::bearer::{Bearer, Token, TokenKeys, TokenOptions, bearer};
 use super::idp::{IdpClient, idp_client};
 use super::memo::{Memo, owner_id};
 use super::token_cache::{MemoryStore, TokenKey, TokenStore, token_key};
-use super::{AuthMethod, BuildContext, Consumes, Identity, Outcome, RejectReason, RequestView};
+use super::{
+    AuthMethod, BuildContext, BuildError, Consumes, Identity, Outcome, RejectReason, RequestView,
+};
 use crate::config::secret::{self, Secret, Sources};
-use crate::config::{Problems, raw, resolve_path};
+use crate::config::units::Dur;
+use crate::config::{Problems, resolve_path};
 
 /// Largest introspection response accepted.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
-/// Keys the `introspection` kind accepts.
-pub const KEYS: &[&str] = &[
-    "realm",
-    "endpoint",
-    "client_id",
-    "client_secret",
-    "client_secret_file",
-    "client_secret_env",
-    "auth_method",
-    "ca",
-    "timeout",
-    "cache_ttl",
-    "negative_cache_ttl",
-    "cache_size",
-    "issuer",
-    "audiences",
-    "forward_token",
-    "forward_claims",
-];
+/// `[authenticators.NAME]` of kind `introspection`.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Raw {
+    /// Always `"introspection"`.
+    pub kind: String,
+    pub realm: Option<String>,
+    pub endpoint: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub auth_method: Option<String>,
+    pub ca: Option<String>,
+    pub timeout: Option<Dur>,
+    pub cache_ttl: Option<Dur>,
+    pub negative_cache_ttl: Option<Dur>,
+    pub cache_size: Option<i64>,
+    pub issuer: Option<String>,
+    pub audiences: Option<Vec<String>>,
+    pub forward_token: Option<bool>,
+    pub forward_claims: Option<BTreeMap<String, String>>,
+}
+
+/// `kind = "introspection"`, checked: the endpoint, how to authenticate to it (secret
+/// loaded), the roots to trust, timeouts, cache bounds and the shared token options.
+pub struct Settings {
+    endpoint: Uri,
+    auth: ClientAuth,
+    ca: Option<Vec<CertificateDer<'static>>>,
+    timeout: Duration,
+    cache_ttl: Duration,
+    negative_cache_ttl: Duration,
+    cache_size: usize,
+    issuer: Option<String>,
+    audiences: Option<Vec<String>>,
+    options: TokenOptions,
+}
 
 /// A cached verdict.
 #[derive(Clone)]
@@ -63,6 +87,7 @@ pub enum Verdict {
 }
 
 /// How the gateway authenticates to the endpoint. Holds the secret: no `Debug`.
+#[derive(Clone)]
 enum ClientAuth {
     /// `Authorization: Basic` (precomputed, marked sensitive).
     Basic(HeaderValue),
@@ -285,111 +310,133 @@ impl Introspection {
     }
 }
 
-/// Builds `[authenticators.NAME]` of kind `introspection`.
-pub fn build(
-    name: &str,
-    r: &raw::Authenticator,
-    base: &str,
-    ctx: &BuildContext,
-    problems: &mut Problems,
-) -> Option<Introspection> {
-    let before = problems.len();
-    let options = TokenOptions::build(name, r, base, problems);
-    let endpoint = match &r.endpoint {
-        Some(e) => crate::config::remote_url(problems, &format!("{base}.endpoint"), e, true),
-        None => {
-            problems.push(
-                base.to_string(),
-                "missing `endpoint` (the RFC 7662 introspection URL)",
-            );
-            None
+impl Settings {
+    /// Reads `[authenticators.NAME]` of kind `introspection`, recording problems under `base`.
+    pub fn read(
+        name: &str,
+        r: Raw,
+        base: &str,
+        ctx: &BuildContext,
+        problems: &mut Problems,
+    ) -> Option<Settings> {
+        let before = problems.len();
+        let token_keys = TokenKeys {
+            realm: r.realm.clone(),
+            forward_token: r.forward_token,
+            forward_claims: r.forward_claims.clone(),
+        };
+        let options = TokenOptions::read(name, token_keys, base, problems);
+        let endpoint = match &r.endpoint {
+            Some(e) => crate::config::remote_url(problems, &format!("{base}.endpoint"), e, true),
+            None => {
+                problems.push(
+                    base.to_string(),
+                    "missing `endpoint` (the RFC 7662 introspection URL)",
+                );
+                None
+            }
+        };
+        let client_id = r.client_id.clone().unwrap_or_default();
+        if client_id.is_empty() {
+            problems.push(base.to_string(), "missing `client_id`");
         }
-    };
-    let client_id = r.client_id.clone().unwrap_or_default();
-    if client_id.is_empty() {
-        problems.push(base.to_string(), "missing `client_id`");
-    }
-    let src = Sources {
-        inline: r.client_secret.as_ref(),
-        file: r.client_secret_file.as_ref(),
-        env: r.client_secret_env.as_ref(),
-    };
-    let secret = secret::resolve(problems, base, "client_secret", src, &ctx.config_dir, true);
-    let auth = match (r.auth_method.as_deref(), secret) {
-        (_, None) => None,
-        (None | Some("client_secret_basic"), Some(s)) => {
-            // RFC 6749 §2.3.1: form-encode both parts before Base64.
-            let mut pair = String::new();
-            form_encode(&client_id, &mut pair);
-            pair.push(':');
-            form_encode(s.expose(), &mut pair);
-            let v = format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(pair)
-            );
-            HeaderValue::from_str(&v).ok().map(|mut v| {
-                v.set_sensitive(true);
-                ClientAuth::Basic(v)
-            })
-        }
-        (Some("client_secret_post"), Some(s)) => Some(ClientAuth::Post {
-            client_id: client_id.clone(),
-            secret: s,
-        }),
-        (Some(m), Some(_)) => {
-            problems.push(
+        let src = Sources {
+            inline: r.client_secret.as_ref(),
+            file: r.client_secret_file.as_ref(),
+            env: r.client_secret_env.as_ref(),
+        };
+        let secret = secret::resolve(problems, base, "client_secret", src, &ctx.config_dir, true);
+        let auth = match (r.auth_method.as_deref(), secret) {
+            (_, None) => None,
+            (None | Some("client_secret_basic"), Some(s)) => {
+                // RFC 6749 §2.3.1: form-encode both parts before Base64.
+                let mut pair = String::new();
+                form_encode(&client_id, &mut pair);
+                pair.push(':');
+                form_encode(s.expose(), &mut pair);
+                let v = format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                );
+                HeaderValue::from_str(&v).ok().map(|mut v| {
+                    v.set_sensitive(true);
+                    ClientAuth::Basic(v)
+                })
+            }
+            (Some("client_secret_post"), Some(s)) => Some(ClientAuth::Post {
+                client_id: client_id.clone(),
+                secret: s,
+            }),
+            (Some(m), Some(_)) => {
+                problems.push(
                 format!("{base}.auth_method"),
                 format!("unknown auth_method \"{m}\" (expected \"client_secret_basic\" or \"client_secret_post\")"),
             );
-            None
+                None
+            }
+        };
+        let ca = r.ca.as_ref().and_then(|c| {
+            crate::tls::load_certs(&resolve_path(&ctx.config_dir, c))
+                .map_err(|e| problems.push(format!("{base}.ca"), e))
+                .ok()
+        });
+        let timeout = r.timeout.map_or(Duration::from_secs(5), |d| d.0);
+        let cache_ttl = r.cache_ttl.map_or(Duration::from_secs(60), |d| d.0);
+        let negative_cache_ttl = r.negative_cache_ttl.map_or(Duration::from_secs(5), |d| d.0);
+        if timeout.is_zero() {
+            problems.push(format!("{base}.timeout"), "must be greater than 0");
         }
-    };
-    let ca = r.ca.as_ref().and_then(|c| {
-        crate::tls::load_certs(&resolve_path(&ctx.config_dir, c))
-            .map_err(|e| problems.push(format!("{base}.ca"), e))
-            .ok()
-    });
-    let timeout = r.timeout.map_or(Duration::from_secs(5), |d| d.0);
-    let cache_ttl = r.cache_ttl.map_or(Duration::from_secs(60), |d| d.0);
-    let negative_cache_ttl = r.negative_cache_ttl.map_or(Duration::from_secs(5), |d| d.0);
-    if timeout.is_zero() {
-        problems.push(format!("{base}.timeout"), "must be greater than 0");
-    }
-    let cache_size = match r.cache_size {
-        None => 10_000,
-        Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
-        Some(_) => {
-            problems.push(format!("{base}.cache_size"), "must be greater than 0");
-            1
+        let cache_size = match r.cache_size {
+            None => 10_000,
+            Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
+            Some(_) => {
+                problems.push(format!("{base}.cache_size"), "must be greater than 0");
+                1
+            }
+        };
+        if r.audiences.as_ref().is_some_and(Vec::is_empty) {
+            problems.push(
+                format!("{base}.audiences"),
+                "must list at least one audience (or be omitted)",
+            );
         }
-    };
-    if r.audiences.as_ref().is_some_and(Vec::is_empty) {
-        problems.push(
-            format!("{base}.audiences"),
-            "must list at least one audience (or be omitted)",
-        );
+        if problems.len() != before {
+            return None;
+        }
+        Some(Settings {
+            endpoint: endpoint?,
+            auth: auth?,
+            ca,
+            timeout,
+            cache_ttl,
+            negative_cache_ttl,
+            cache_size,
+            issuer: r.issuer,
+            audiences: r.audiences,
+            options: options?,
+        })
     }
-    let client = idp_client(ca.as_deref(), timeout)
-        .map_err(|e| problems.push(format!("{base}.ca"), e.to_string()))
-        .ok();
-    if problems.len() != before {
-        return None;
+
+    /// The authenticator: its HTTPS client, cache and single-flight table.
+    pub fn build(&self, name: &str) -> Result<Introspection, BuildError> {
+        let client =
+            idp_client(self.ca.as_deref(), self.timeout).map_err(|e| BuildError::at("ca", e))?;
+        Ok(Introspection {
+            name: name.to_string(),
+            endpoint: self.endpoint.clone(),
+            client,
+            auth: self.auth.clone(),
+            timeout: self.timeout,
+            cache_ttl: self.cache_ttl,
+            negative_cache_ttl: self.negative_cache_ttl,
+            issuer: self.issuer.clone(),
+            audiences: self.audiences.clone(),
+            options: self.options.clone(),
+            cache: Box::new(MemoryStore::new(self.cache_size)),
+            memo_owner: owner_id(),
+            inflight: DashMap::new(),
+        })
     }
-    Some(Introspection {
-        name: name.to_string(),
-        endpoint: endpoint?,
-        client: client?,
-        auth: auth?,
-        timeout,
-        cache_ttl,
-        negative_cache_ttl,
-        issuer: r.issuer.clone(),
-        audiences: r.audiences.clone(),
-        options: options?,
-        cache: Box::new(MemoryStore::new(cache_size)),
-        memo_owner: owner_id(),
-        inflight: DashMap::new(),
-    })
 }
 
 #[cfg(test)]
@@ -397,8 +444,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn intro(extra: impl FnOnce(&mut raw::Authenticator)) -> Introspection {
-        let mut r = raw::Authenticator {
+    fn intro(extra: impl FnOnce(&mut Raw)) -> Introspection {
+        let mut r = Raw {
             kind: "introspection".into(),
             endpoint: Some("https://idp.example.com/introspect".into()),
             client_id: Some("gw".into()),
@@ -411,9 +458,9 @@ mod tests {
             client_auth: None,
         };
         let mut p = Problems::default();
-        let i = build("opaque", &r, "a", &ctx, &mut p);
+        let s = Settings::read("opaque", r, "a", &ctx, &mut p);
         assert_eq!(p.len(), 0, "{p:?}");
-        i.unwrap()
+        s.unwrap().build("opaque").unwrap()
     }
 
     fn obj(v: Value) -> Map<String, Value> {
@@ -468,7 +515,7 @@ mod tests {
 
     #[test]
     fn refuses_unknown_auth_method() {
-        let mut r = raw::Authenticator {
+        let r = Raw {
             kind: "introspection".into(),
             endpoint: Some("https://idp.example.com/introspect".into()),
             client_id: Some("gw".into()),
@@ -481,12 +528,16 @@ mod tests {
             client_auth: None,
         };
         let mut p = Problems::default();
-        assert!(build("o", &r, "a", &ctx, &mut p).is_none());
+        assert!(Settings::read("o", r, "a", &ctx, &mut p).is_none());
         assert_eq!(p.len(), 1);
-        r.auth_method = None;
-        r.client_secret = None;
+        let r = Raw {
+            kind: "introspection".into(),
+            endpoint: Some("https://idp.example.com/introspect".into()),
+            client_id: Some("gw".into()),
+            ..Default::default()
+        };
         let mut p = Problems::default();
-        assert!(build("o", &r, "a", &ctx, &mut p).is_none());
+        assert!(Settings::read("o", r, "a", &ctx, &mut p).is_none());
         assert_eq!(p.len(), 1);
     }
 }

@@ -34,6 +34,7 @@ const MIN_MAX_AGE: Duration = Duration::from_secs(60);
 const MAX_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// One verification key.
+#[derive(Clone)]
 pub struct KeyEntry {
     kid: Option<String>,
     alg: Option<Algorithm>,
@@ -41,6 +42,7 @@ pub struct KeyEntry {
 }
 
 /// A set of verification keys.
+#[derive(Clone)]
 pub struct KeySet {
     keys: Vec<KeyEntry>,
 }
@@ -163,6 +165,7 @@ pub fn max_age(cache_control: Option<&http::HeaderValue>) -> Option<Duration> {
 }
 
 /// Settings of a remote key set.
+#[derive(Clone)]
 pub struct RemoteSettings {
     /// Authenticator name (metric label, logs).
     pub name: String,

@@ -14,49 +14,75 @@
 //! JWKS. `leeway` 30s, `refresh_interval` 5m, `min_refresh_interval` 10s, `timeout` 5s,
 //! `cache_size` 10000.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::header::HeaderValue;
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use rustls::pki_types::CertificateDer;
 use serde_json::{Map, Value};
 
-use super::bearer::{Bearer, Token, TokenOptions, bearer};
+use super::bearer::{Bearer, Token, TokenKeys, TokenOptions, bearer};
 use super::idp::idp_client;
 use super::jwks::{KeySet, Lookup, RemoteJwks, RemoteSettings};
 use super::memo::{Memo, owner_id};
 use super::token_cache::{MemoryStore, TokenStore, token_key};
-use super::{AuthMethod, BuildContext, Consumes, Identity, Outcome, RejectReason, RequestView};
+use super::{
+    AuthMethod, BuildContext, BuildError, Consumes, Identity, Outcome, RejectReason, RequestView,
+};
 use crate::config::secret::{self, Sources};
-use crate::config::{Problems, raw, resolve_path};
+use crate::config::units::Dur;
+use crate::config::{Problems, resolve_path};
 
 /// Longest a verified token stays cached.
 pub const MAX_CACHE_TTL: Duration = Duration::from_secs(300);
 /// Shortest HMAC secret accepted (RFC 7518 §3.2: at least the hash size).
 const MIN_SECRET_BYTES: usize = 32;
 
-/// Keys the `jwt` kind accepts.
-pub const KEYS: &[&str] = &[
-    "realm",
-    "issuer",
-    "audiences",
-    "jwks_url",
-    "jwks_file",
-    "public_key_file",
-    "secret",
-    "secret_file",
-    "secret_env",
-    "ca",
-    "algorithms",
-    "leeway",
-    "refresh_interval",
-    "min_refresh_interval",
-    "timeout",
-    "forward_token",
-    "forward_claims",
-    "cache_size",
-];
+/// `[authenticators.NAME]` of kind `jwt`.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Raw {
+    /// Always `"jwt"`.
+    pub kind: String,
+    pub realm: Option<String>,
+    pub issuer: Option<String>,
+    pub audiences: Option<Vec<String>>,
+    pub jwks_url: Option<String>,
+    pub jwks_file: Option<String>,
+    pub public_key_file: Option<String>,
+    pub secret: Option<String>,
+    pub secret_file: Option<String>,
+    pub secret_env: Option<String>,
+    pub ca: Option<String>,
+    pub algorithms: Option<Vec<String>>,
+    pub leeway: Option<Dur>,
+    pub refresh_interval: Option<Dur>,
+    pub min_refresh_interval: Option<Dur>,
+    pub timeout: Option<Dur>,
+    pub forward_token: Option<bool>,
+    pub forward_claims: Option<BTreeMap<String, String>>,
+    pub cache_size: Option<i64>,
+}
+
+/// `kind = "jwt"`, checked: the key source with its key material loaded, one validation
+/// per algorithm family on the allow-list, and the shared token options.
+pub struct Settings {
+    keys: KeySource,
+    validations: Vec<Validation>,
+    options: TokenOptions,
+    cache_size: usize,
+}
+
+/// Where the keys come from, before anything is fetched.
+enum KeySource {
+    /// `jwks_file`, `public_key_file` or a secret: the keys themselves.
+    Static(KeySet),
+    /// `jwks_url`: where and how to fetch, and the roots to trust (`ca`).
+    Remote(RemoteSettings, Option<Vec<CertificateDer<'static>>>),
+}
 
 /// Where keys come from.
 pub enum Keys {
@@ -286,227 +312,249 @@ fn family_name(f: AlgorithmFamily) -> &'static str {
     }
 }
 
-/// Builds `[authenticators.NAME]` of kind `jwt`.
-pub fn build(
-    name: &str,
-    r: &raw::Authenticator,
-    base: &str,
-    ctx: &BuildContext,
-    problems: &mut Problems,
-) -> Option<Jwt> {
-    let before = problems.len();
-    let options = TokenOptions::build(name, r, base, problems);
-    let has_secret = r.secret.is_some() || r.secret_file.is_some() || r.secret_env.is_some();
-    let sources = [
-        r.jwks_url.is_some(),
-        r.jwks_file.is_some(),
-        r.public_key_file.is_some(),
-        has_secret,
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if sources != 1 {
-        problems.push(
+impl Settings {
+    /// Reads `[authenticators.NAME]` of kind `jwt`, recording problems under `base`.
+    pub fn read(
+        name: &str,
+        r: Raw,
+        base: &str,
+        ctx: &BuildContext,
+        problems: &mut Problems,
+    ) -> Option<Settings> {
+        let before = problems.len();
+        let token_keys = TokenKeys {
+            realm: r.realm.clone(),
+            forward_token: r.forward_token,
+            forward_claims: r.forward_claims.clone(),
+        };
+        let options = TokenOptions::read(name, token_keys, base, problems);
+        let has_secret = r.secret.is_some() || r.secret_file.is_some() || r.secret_env.is_some();
+        let sources = [
+            r.jwks_url.is_some(),
+            r.jwks_file.is_some(),
+            r.public_key_file.is_some(),
+            has_secret,
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
+        if sources != 1 {
+            problems.push(
             base.to_string(),
             "give exactly one key source: `jwks_url`, `jwks_file`, `public_key_file` or `secret` (`secret_file` / `secret_env`)",
         );
-        return None;
-    }
-    if r.ca.is_some() && r.jwks_url.is_none() {
-        problems.push(format!("{base}.ca"), "`ca` only applies with `jwks_url`");
-    }
-    for (key, set) in [
-        ("refresh_interval", r.refresh_interval.is_some()),
-        ("min_refresh_interval", r.min_refresh_interval.is_some()),
-        ("timeout", r.timeout.is_some()),
-    ] {
-        if set && r.jwks_url.is_none() {
-            problems.push(
-                format!("{base}.{key}"),
-                format!("`{key}` only applies with `jwks_url`"),
-            );
+            return None;
         }
-    }
-    let listed = r
-        .algorithms
-        .as_ref()
-        .map(|l| parse_algorithms(problems, base, l));
-
-    let (keys, defaults): (Option<Keys>, Vec<Algorithm>) = if has_secret {
-        let src = Sources {
-            inline: r.secret.as_ref(),
-            file: r.secret_file.as_ref(),
-            env: r.secret_env.as_ref(),
-        };
-        let s = secret::resolve(problems, base, "secret", src, &ctx.config_dir, true);
-        let keys = s.and_then(|s| {
-            if s.expose().len() < MIN_SECRET_BYTES {
+        if r.ca.is_some() && r.jwks_url.is_none() {
+            problems.push(format!("{base}.ca"), "`ca` only applies with `jwks_url`");
+        }
+        for (key, set) in [
+            ("refresh_interval", r.refresh_interval.is_some()),
+            ("min_refresh_interval", r.min_refresh_interval.is_some()),
+            ("timeout", r.timeout.is_some()),
+        ] {
+            if set && r.jwks_url.is_none() {
                 problems.push(
-                    format!("{base}.secret"),
-                    format!(
-                        "HMAC secret is too short: use at least {MIN_SECRET_BYTES} random bytes"
-                    ),
+                    format!("{base}.{key}"),
+                    format!("`{key}` only applies with `jwks_url`"),
                 );
-                None
-            } else {
-                Some(Keys::Static(KeySet::single(DecodingKey::from_secret(
-                    s.expose().as_bytes(),
-                ))))
-            }
-        });
-        (keys, vec![Algorithm::HS256])
-    } else if let Some(f) = &r.public_key_file {
-        let p = resolve_path(&ctx.config_dir, f);
-        match std::fs::read(&p)
-            .map_err(|e| format!("cannot read {}: {e}", p.display()))
-            .and_then(|pem| read_public_key(&pem).map_err(|e| format!("{}: {e}", p.display())))
-        {
-            Ok((k, alg)) => (Some(Keys::Static(KeySet::single(k))), vec![alg]),
-            Err(e) => {
-                problems.push(format!("{base}.public_key_file"), e);
-                (None, Vec::new())
             }
         }
-    } else if let Some(f) = &r.jwks_file {
-        let p = resolve_path(&ctx.config_dir, f);
-        let set = std::fs::read(&p)
-            .map_err(|e| format!("cannot read {}: {e}", p.display()))
-            .and_then(|b| KeySet::from_jwks(&b).map_err(|e| format!("{}: {e}", p.display())));
-        match set {
-            Ok(s) => (
-                Some(Keys::Static(s)),
-                vec![Algorithm::RS256, Algorithm::ES256],
-            ),
-            Err(e) => {
-                problems.push(format!("{base}.jwks_file"), e);
-                (None, Vec::new())
+        let listed = r
+            .algorithms
+            .as_ref()
+            .map(|l| parse_algorithms(problems, base, l));
+
+        let (keys, defaults): (Option<KeySource>, Vec<Algorithm>) = if has_secret {
+            let src = Sources {
+                inline: r.secret.as_ref(),
+                file: r.secret_file.as_ref(),
+                env: r.secret_env.as_ref(),
+            };
+            let s = secret::resolve(problems, base, "secret", src, &ctx.config_dir, true);
+            let keys = s.and_then(|s| {
+                if s.expose().len() < MIN_SECRET_BYTES {
+                    problems.push(
+                        format!("{base}.secret"),
+                        format!(
+                            "HMAC secret is too short: use at least {MIN_SECRET_BYTES} random bytes"
+                        ),
+                    );
+                    None
+                } else {
+                    Some(KeySource::Static(KeySet::single(DecodingKey::from_secret(
+                        s.expose().as_bytes(),
+                    ))))
+                }
+            });
+            (keys, vec![Algorithm::HS256])
+        } else if let Some(f) = &r.public_key_file {
+            let p = resolve_path(&ctx.config_dir, f);
+            match std::fs::read(&p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))
+                .and_then(|pem| read_public_key(&pem).map_err(|e| format!("{}: {e}", p.display())))
+            {
+                Ok((k, alg)) => (Some(KeySource::Static(KeySet::single(k))), vec![alg]),
+                Err(e) => {
+                    problems.push(format!("{base}.public_key_file"), e);
+                    (None, Vec::new())
+                }
             }
-        }
-    } else {
-        let url = r.jwks_url.as_deref().unwrap_or_default();
-        let uri = crate::config::remote_url(problems, &format!("{base}.jwks_url"), url, true);
-        let ca = r.ca.as_ref().and_then(|c| {
-            crate::tls::load_certs(&resolve_path(&ctx.config_dir, c))
-                .map_err(|e| problems.push(format!("{base}.ca"), e))
-                .ok()
-        });
-        let timeout = r.timeout.map_or(Duration::from_secs(5), |d| d.0);
-        let refresh_interval = r.refresh_interval.map_or(Duration::from_secs(300), |d| d.0);
-        let min_refresh_interval = r
-            .min_refresh_interval
-            .map_or(Duration::from_secs(10), |d| d.0);
-        for (k, d) in [("timeout", timeout), ("refresh_interval", refresh_interval)] {
-            if d.is_zero() {
-                problems.push(format!("{base}.{k}"), "must be greater than 0");
+        } else if let Some(f) = &r.jwks_file {
+            let p = resolve_path(&ctx.config_dir, f);
+            let set = std::fs::read(&p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))
+                .and_then(|b| KeySet::from_jwks(&b).map_err(|e| format!("{}: {e}", p.display())));
+            match set {
+                Ok(s) => (
+                    Some(KeySource::Static(s)),
+                    vec![Algorithm::RS256, Algorithm::ES256],
+                ),
+                Err(e) => {
+                    problems.push(format!("{base}.jwks_file"), e);
+                    (None, Vec::new())
+                }
             }
-        }
-        let keys = match (uri, idp_client(ca.as_deref(), timeout)) {
-            (Some(url), Ok(client)) => Some(Keys::Remote(Arc::new(RemoteJwks::new(
-                RemoteSettings {
+        } else {
+            let url = r.jwks_url.as_deref().unwrap_or_default();
+            let uri = crate::config::remote_url(problems, &format!("{base}.jwks_url"), url, true);
+            let ca = r.ca.as_ref().and_then(|c| {
+                crate::tls::load_certs(&resolve_path(&ctx.config_dir, c))
+                    .map_err(|e| problems.push(format!("{base}.ca"), e))
+                    .ok()
+            });
+            let timeout = r.timeout.map_or(Duration::from_secs(5), |d| d.0);
+            let refresh_interval = r.refresh_interval.map_or(Duration::from_secs(300), |d| d.0);
+            let min_refresh_interval = r
+                .min_refresh_interval
+                .map_or(Duration::from_secs(10), |d| d.0);
+            for (k, d) in [("timeout", timeout), ("refresh_interval", refresh_interval)] {
+                if d.is_zero() {
+                    problems.push(format!("{base}.{k}"), "must be greater than 0");
+                }
+            }
+            let keys = uri.map(|url| {
+                let remote = RemoteSettings {
                     name: name.to_string(),
                     url,
                     refresh_interval,
                     min_refresh_interval,
                     timeout,
-                },
-                client,
-            )))),
-            (_, Err(e)) => {
-                problems.push(format!("{base}.ca"), e.to_string());
-                None
-            }
-            (None, _) => None,
+                };
+                KeySource::Remote(remote, ca)
+            });
+            (keys, vec![Algorithm::RS256, Algorithm::ES256])
         };
-        (keys, vec![Algorithm::RS256, Algorithm::ES256])
-    };
 
-    let algorithms = listed.unwrap_or(defaults);
-    for (i, a) in algorithms.iter().enumerate() {
-        let fam = a.family();
-        let ok = match &keys {
-            _ if has_secret => fam == AlgorithmFamily::Hmac,
-            Some(Keys::Static(set)) if r.public_key_file.is_some() => {
-                matches!(set.lookup(None, *a), Lookup::Found(_))
-            }
-            _ => fam != AlgorithmFamily::Hmac,
-        };
-        if !ok {
-            let what = if has_secret {
-                "an HMAC secret only verifies HS256/HS384/HS512".to_string()
-            } else if fam == AlgorithmFamily::Hmac {
-                "HS* algorithms need a `secret`; public keys never verify HMAC tokens".to_string()
-            } else {
-                format!(
-                    "the public key cannot verify {a:?} ({} algorithm)",
-                    family_name(fam)
-                )
+        let algorithms = listed.unwrap_or(defaults);
+        for (i, a) in algorithms.iter().enumerate() {
+            let fam = a.family();
+            let ok = match &keys {
+                _ if has_secret => fam == AlgorithmFamily::Hmac,
+                Some(KeySource::Static(set)) if r.public_key_file.is_some() => {
+                    matches!(set.lookup(None, *a), Lookup::Found(_))
+                }
+                _ => fam != AlgorithmFamily::Hmac,
             };
-            problems.push(format!("{base}.algorithms[{i}]"), what);
-        }
-    }
-
-    let leeway = r.leeway.map_or(Duration::from_secs(30), |d| d.0);
-    let mut validation = Validation::new(Algorithm::HS256);
-    validation.algorithms = algorithms;
-    validation.leeway = leeway.as_secs();
-    validation.validate_exp = true;
-    validation.validate_nbf = true;
-    let mut required = vec!["exp"];
-    match &r.issuer {
-        Some(iss) if iss.is_empty() => problems.push(format!("{base}.issuer"), "must not be empty"),
-        Some(iss) => {
-            validation.set_issuer(&[iss]);
-            required.push("iss");
-        }
-        None => {}
-    }
-    match &r.audiences {
-        Some(a) if a.is_empty() => problems.push(
-            format!("{base}.audiences"),
-            "must list at least one audience (or be omitted)",
-        ),
-        Some(a) => {
-            validation.set_audience(a);
-            validation.validate_aud = true;
-            required.push("aud");
-        }
-        None => validation.validate_aud = false,
-    }
-    validation.set_required_spec_claims(&required);
-    let mut validations: Vec<Validation> = Vec::new();
-    for a in &validation.algorithms {
-        match validations.iter_mut().find(|v| {
-            v.algorithms
-                .first()
-                .is_some_and(|f| f.family() == a.family())
-        }) {
-            Some(v) => v.algorithms.push(*a),
-            None => {
-                let mut v = validation.clone();
-                v.algorithms = vec![*a];
-                validations.push(v);
+            if !ok {
+                let what = if has_secret {
+                    "an HMAC secret only verifies HS256/HS384/HS512".to_string()
+                } else if fam == AlgorithmFamily::Hmac {
+                    "HS* algorithms need a `secret`; public keys never verify HMAC tokens"
+                        .to_string()
+                } else {
+                    format!(
+                        "the public key cannot verify {a:?} ({} algorithm)",
+                        family_name(fam)
+                    )
+                };
+                problems.push(format!("{base}.algorithms[{i}]"), what);
             }
         }
-    }
-    let cache_size = match r.cache_size {
-        None => 10_000,
-        Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
-        Some(_) => {
-            problems.push(format!("{base}.cache_size"), "must be greater than 0");
-            1
+
+        let leeway = r.leeway.map_or(Duration::from_secs(30), |d| d.0);
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = algorithms;
+        validation.leeway = leeway.as_secs();
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp"];
+        match &r.issuer {
+            Some(iss) if iss.is_empty() => {
+                problems.push(format!("{base}.issuer"), "must not be empty")
+            }
+            Some(iss) => {
+                validation.set_issuer(&[iss]);
+                required.push("iss");
+            }
+            None => {}
         }
-    };
-    if problems.len() != before {
-        return None;
+        match &r.audiences {
+            Some(a) if a.is_empty() => problems.push(
+                format!("{base}.audiences"),
+                "must list at least one audience (or be omitted)",
+            ),
+            Some(a) => {
+                validation.set_audience(a);
+                validation.validate_aud = true;
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        let mut validations: Vec<Validation> = Vec::new();
+        for a in &validation.algorithms {
+            match validations.iter_mut().find(|v| {
+                v.algorithms
+                    .first()
+                    .is_some_and(|f| f.family() == a.family())
+            }) {
+                Some(v) => v.algorithms.push(*a),
+                None => {
+                    let mut v = validation.clone();
+                    v.algorithms = vec![*a];
+                    validations.push(v);
+                }
+            }
+        }
+        let cache_size = match r.cache_size {
+            None => 10_000,
+            Some(n) if n > 0 => usize::try_from(n).unwrap_or(usize::MAX),
+            Some(_) => {
+                problems.push(format!("{base}.cache_size"), "must be greater than 0");
+                1
+            }
+        };
+        if problems.len() != before {
+            return None;
+        }
+        Some(Settings {
+            keys: keys?,
+            validations,
+            options: options?,
+            cache_size,
+        })
     }
-    Some(Jwt {
-        keys: keys?,
-        validations,
-        options: options?,
-        cache: Box::new(MemoryStore::new(cache_size)),
-        memo_owner: owner_id(),
-    })
+
+    /// The authenticator: for `jwks_url`, the HTTPS client and the (empty) fetched key set.
+    pub fn build(&self, name: &str) -> Result<Jwt, BuildError> {
+        let keys = match &self.keys {
+            KeySource::Static(set) => Keys::Static(set.clone()),
+            KeySource::Remote(remote, ca) => {
+                let client = idp_client(ca.as_deref(), remote.timeout)
+                    .map_err(|e| BuildError::at("ca", e))?;
+                debug_assert_eq!(remote.name, name);
+                Keys::Remote(Arc::new(RemoteJwks::new(remote.clone(), client)))
+            }
+        };
+        Ok(Jwt {
+            keys,
+            validations: self.validations.clone(),
+            options: self.options.clone(),
+            cache: Box::new(MemoryStore::new(self.cache_size)),
+            memo_owner: owner_id(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -521,8 +569,8 @@ mod tests {
         }
     }
 
-    fn secret_raw() -> raw::Authenticator {
-        raw::Authenticator {
+    fn secret_raw() -> Raw {
+        Raw {
             kind: "jwt".into(),
             secret: Some("0123456789abcdef0123456789abcdef".into()),
             ..Default::default()
@@ -536,7 +584,9 @@ mod tests {
     #[test]
     fn builds_hmac_authenticator() {
         let mut p = Problems::default();
-        assert!(build("idp", &secret_raw(), "authenticators.idp", &ctx(), &mut p).is_some());
+        assert!(
+            Settings::read("idp", secret_raw(), "authenticators.idp", &ctx(), &mut p).is_some()
+        );
         assert_eq!(p.len(), 0, "{}", messages(&p));
     }
 
@@ -545,7 +595,7 @@ mod tests {
         let mut p = Problems::default();
         let mut r = secret_raw();
         r.algorithms = Some(vec!["HS256".into(), "none".into()]);
-        assert!(build("idp", &r, "a", &ctx(), &mut p).is_none());
+        assert!(Settings::read("idp", r, "a", &ctx(), &mut p).is_none());
         assert!(messages(&p).contains("never accepted"), "{}", messages(&p));
     }
 
@@ -554,20 +604,20 @@ mod tests {
         let mut p = Problems::default();
         let mut r = secret_raw();
         r.algorithms = Some(vec!["RS256".into()]);
-        assert!(build("idp", &r, "a", &ctx(), &mut p).is_none());
+        assert!(Settings::read("idp", r, "a", &ctx(), &mut p).is_none());
         assert_eq!(p.len(), 1);
     }
 
     #[test]
     fn refuses_hmac_with_jwks() {
         let mut p = Problems::default();
-        let r = raw::Authenticator {
+        let r = Raw {
             kind: "jwt".into(),
             jwks_url: Some("https://idp.example.com/jwks".into()),
             algorithms: Some(vec!["HS256".into()]),
             ..Default::default()
         };
-        assert!(build("idp", &r, "a", &ctx(), &mut p).is_none());
+        assert!(Settings::read("idp", r, "a", &ctx(), &mut p).is_none());
         assert!(messages(&p).contains("need a `secret`"), "{}", messages(&p));
     }
 
@@ -576,7 +626,7 @@ mod tests {
         let mut p = Problems::default();
         let mut r = secret_raw();
         r.jwks_url = Some("https://idp.example.com/jwks".into());
-        assert!(build("idp", &r, "a", &ctx(), &mut p).is_none());
+        assert!(Settings::read("idp", r, "a", &ctx(), &mut p).is_none());
         assert!(messages(&p).contains("exactly one key source"));
     }
 
@@ -585,14 +635,14 @@ mod tests {
         let mut p = Problems::default();
         let mut r = secret_raw();
         r.secret = Some("short".into());
-        assert!(build("idp", &r, "a", &ctx(), &mut p).is_none());
-        let r = raw::Authenticator {
+        assert!(Settings::read("idp", r, "a", &ctx(), &mut p).is_none());
+        let r = Raw {
             kind: "jwt".into(),
             jwks_url: Some("http://idp.example.com/jwks".into()),
             leeway: Some(Dur(Duration::from_secs(5))),
             ..Default::default()
         };
-        assert!(build("idp", &r, "a", &ctx(), &mut p).is_none());
+        assert!(Settings::read("idp", r, "a", &ctx(), &mut p).is_none());
         assert_eq!(p.len(), 2, "{}", messages(&p));
     }
 }

@@ -27,7 +27,7 @@ use std::time::Duration;
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Uri};
 
-use crate::config::{ClientAuthMode, Problems, raw};
+use crate::config::{ClientAuthMode, Problems, section};
 use crate::conn::ConnInfo;
 
 /// How a request was admitted, as forwarded in `X-Auth-Method`.
@@ -211,7 +211,7 @@ pub struct Consumes {
     pub query: Vec<String>,
 }
 
-/// Facts an authenticator's builder may need.
+/// Facts reading an authenticator's settings may need.
 pub struct BuildContext {
     /// Directory of the config file, for relative paths.
     pub config_dir: PathBuf,
@@ -238,68 +238,141 @@ pub enum Authenticator {
 /// Kinds recognised in config files.
 pub const KINDS: &[&str] = &["none", "basic", "api_key", "jwt", "introspection", "mtls"];
 
-/// Builds one `[authenticators.NAME]`, recording problems under `base`.
-pub fn build(
-    name: &str,
-    r: &raw::Authenticator,
-    base: &str,
-    ctx: &BuildContext,
-    problems: &mut Problems,
-) -> Option<Authenticator> {
-    match r.kind.as_str() {
-        "none" => Some(Authenticator::None(none::NoneAuth)),
-        "mtls" => {
-            if ctx.client_auth.is_none() {
+/// One `[authenticators.NAME]`, read and checked: plain data with every file loaded and
+/// nothing built. The config holds these; the snapshot builds an `Authenticator` from each.
+pub enum Settings {
+    /// `kind = "none"`.
+    None,
+    /// `kind = "mtls"`.
+    Mtls(mtls::Settings),
+    /// `kind = "basic"`.
+    Basic(basic::Settings),
+    /// `kind = "api_key"`.
+    ApiKey(api_key::Settings),
+    /// `kind = "jwt"`.
+    Jwt(Box<jwt::Settings>),
+    /// `kind = "introspection"`.
+    Introspection(Box<introspection::Settings>),
+}
+
+impl Settings {
+    /// Reads one `[authenticators.NAME]` table, recording problems under `base`. Its
+    /// `kind` picks the kind's own raw shape, so an unknown key is reported against that
+    /// kind's keys only.
+    pub fn read(
+        name: &str,
+        table: toml::Value,
+        base: &str,
+        ctx: &BuildContext,
+        problems: &mut Problems,
+    ) -> Option<Settings> {
+        let kind = match table.get("kind") {
+            Some(toml::Value::String(k)) => k.clone(),
+            Some(_) => {
+                problems.push(format!("{base}.kind"), "must be a string");
+                return None;
+            }
+            None if table.is_table() => {
+                problems.push(base.to_string(), "missing field `kind`");
+                return None;
+            }
+            None => {
+                // Never the value itself: it may be a secret written one level too high.
+                problems.push(
+                    base.to_string(),
+                    format!(
+                        "invalid type: {}, expected a table with a `kind` ([authenticators.{name}])",
+                        table.type_str()
+                    ),
+                );
+                return None;
+            }
+        };
+        match kind.as_str() {
+            "none" => section::<none::Raw>(problems, base, table).map(|_| Settings::None),
+            "mtls" => {
+                let r = section(problems, base, table)?;
+                mtls::Settings::read(name, r, base, ctx, problems).map(Settings::Mtls)
+            }
+            "basic" => {
+                let r = section(problems, base, table)?;
+                basic::Settings::read(name, r, base, ctx, problems).map(Settings::Basic)
+            }
+            "api_key" => {
+                let r = section(problems, base, table)?;
+                api_key::Settings::read(r, base, problems).map(Settings::ApiKey)
+            }
+            "jwt" => {
+                let r = section(problems, base, table)?;
+                jwt::Settings::read(name, r, base, ctx, problems)
+                    .map(|s| Settings::Jwt(Box::new(s)))
+            }
+            "introspection" => {
+                let r = section(problems, base, table)?;
+                introspection::Settings::read(name, r, base, ctx, problems)
+                    .map(|s| Settings::Introspection(Box::new(s)))
+            }
+            k => {
                 problems.push(
                     format!("{base}.kind"),
                     format!(
-                        "kind \"mtls\" needs client certificates: add [server.tls.client_auth] \
-                         with the client CA, or remove \"{name}\""
+                        "unknown authenticator kind \"{k}\" (expected one of {})",
+                        KINDS.join(", ")
                     ),
                 );
+                None
             }
-            let a = mtls::Mtls::build(base, r.allow.as_deref(), problems)?;
-            ctx.client_auth.map(|_| Authenticator::Mtls(a))
         }
-        "basic" => basic::Basic::build(name, r, base, ctx, problems)
-            .map(|b| Authenticator::Basic(Box::new(b))),
-        "api_key" => api_key::ApiKey::build(r, base, problems).map(Authenticator::ApiKey),
-        "jwt" => jwt::build(name, r, base, ctx, problems).map(|a| Authenticator::Jwt(Box::new(a))),
-        "introspection" => introspection::build(name, r, base, ctx, problems)
-            .map(|a| Authenticator::Introspection(Box::new(a))),
-        k if KINDS.contains(&k) => {
-            problems.push(
-                format!("{base}.kind"),
-                format!("authenticator kind \"{k}\" is not supported yet by this build; \"{name}\" cannot be used"),
-            );
-            None
+    }
+
+    /// Whether this kind grants scopes (for `require.scopes` validation).
+    pub fn grants_scopes(&self) -> bool {
+        match self {
+            Settings::ApiKey(_) | Settings::Jwt(_) | Settings::Introspection(_) => true,
+            Settings::None | Settings::Mtls(_) | Settings::Basic(_) => false,
         }
-        k => {
-            problems.push(
-                format!("{base}.kind"),
-                format!(
-                    "unknown authenticator kind \"{k}\" (expected one of {})",
-                    KINDS.join(", ")
-                ),
-            );
-            None
+    }
+
+    /// Whether this kind verifies bearer tokens (claims, bound tokens).
+    pub fn is_token(&self) -> bool {
+        match self {
+            Settings::Jwt(_) | Settings::Introspection(_) => true,
+            Settings::None | Settings::Mtls(_) | Settings::Basic(_) | Settings::ApiKey(_) => false,
         }
+    }
+
+    /// Builds the authenticator these settings describe (caches, clients, key fetchers).
+    pub fn build(&self, name: &str) -> Result<Authenticator, BuildError> {
+        Ok(match self {
+            Settings::None => Authenticator::None(none::NoneAuth),
+            Settings::Mtls(s) => Authenticator::Mtls(s.build()),
+            Settings::Basic(s) => Authenticator::Basic(Box::new(s.build(name)?)),
+            Settings::ApiKey(s) => Authenticator::ApiKey(s.build()),
+            Settings::Jwt(s) => Authenticator::Jwt(Box::new(s.build(name)?)),
+            Settings::Introspection(s) => Authenticator::Introspection(Box::new(s.build(name)?)),
+        })
     }
 }
 
-/// The keys a kind takes besides `kind` (`None`: not a kind). The loader reports any
-/// other key of an `[authenticators.NAME]` table against this list, so a typo names the
-/// keys of the kind the table declares, not those of every kind.
-pub fn kind_keys(kind: &str) -> Option<&'static [&'static str]> {
-    Some(match kind {
-        "none" => &[],
-        "mtls" => mtls::KEYS,
-        "basic" => basic::KEYS,
-        "api_key" => api_key::KEYS,
-        "jwt" => jwt::KEYS,
-        "introspection" => introspection::KEYS,
-        _ => return None,
-    })
+/// Why settings that passed validation could not be built: a key path under the
+/// authenticator's table (`""`: the table itself) and what went wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct BuildError {
+    /// Where, relative to `authenticators.NAME` (e.g. `ca`), or empty.
+    pub key: &'static str,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl BuildError {
+    /// An error about `key` of the authenticator's table.
+    pub fn at(key: &'static str, message: impl std::fmt::Display) -> Self {
+        BuildError {
+            key,
+            message: message.to_string(),
+        }
+    }
 }
 
 impl Authenticator {
@@ -343,7 +416,10 @@ impl Authenticator {
         match self {
             Authenticator::Jwt(a) => Some(a.realm()),
             Authenticator::Introspection(a) => Some(a.realm()),
-            _ => None,
+            Authenticator::None(_)
+            | Authenticator::Mtls(_)
+            | Authenticator::Basic(_)
+            | Authenticator::ApiKey(_) => None,
         }
     }
 
@@ -382,14 +458,6 @@ impl Authenticator {
         }
     }
 
-    /// Whether this kind grants scopes (for `require.scopes` validation).
-    pub fn grants_scopes(&self) -> bool {
-        matches!(
-            self,
-            Authenticator::ApiKey(_) | Authenticator::Jwt(_) | Authenticator::Introspection(_)
-        )
-    }
-
     /// Whether this kind verifies bearer tokens (claims, bound tokens).
     pub fn is_token(&self) -> bool {
         matches!(
@@ -402,7 +470,11 @@ impl Authenticator {
     pub fn ready(&self) -> Result<(), String> {
         match self {
             Authenticator::Jwt(a) => a.ready(),
-            _ => Ok(()),
+            Authenticator::None(_)
+            | Authenticator::Mtls(_)
+            | Authenticator::Basic(_)
+            | Authenticator::ApiKey(_)
+            | Authenticator::Introspection(_) => Ok(()),
         }
     }
 

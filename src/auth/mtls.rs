@@ -31,8 +31,15 @@ use std::sync::Arc;
 use super::{AuthMethod, Identity, Outcome, RequestView};
 use crate::conn::ClientCert;
 
-/// Keys the `mtls` kind accepts.
-pub const KEYS: &[&str] = &["allow"];
+/// `[authenticators.NAME]` of kind `mtls`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Raw {
+    /// Always `"mtls"`.
+    pub kind: String,
+    /// Who is admitted.
+    pub allow: Option<Vec<String>>,
+}
 
 /// One compiled `allow` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,21 +62,34 @@ enum Rule {
     Sha256(String),
 }
 
-/// The mTLS authenticator: a compiled allow-list.
-#[derive(Debug)]
-pub struct Mtls {
+/// `kind = "mtls"`, checked: the compiled allow-list.
+#[derive(Debug, Clone)]
+pub struct Settings {
     rules: Vec<Rule>,
 }
 
-impl Mtls {
+impl Settings {
     /// Compiles `allow`, recording one problem per bad entry under `base.allow[i]`.
-    /// `None` if any entry is bad or the list is empty.
-    pub fn build(
+    /// `None` if any entry is bad, the list is empty, or the listener asks for no
+    /// client certificates.
+    pub fn read(
+        name: &str,
+        r: Raw,
         base: &str,
-        allow: Option<&[String]>,
+        ctx: &super::BuildContext,
         problems: &mut crate::config::Problems,
-    ) -> Option<Mtls> {
-        let Some(allow) = allow.filter(|a| !a.is_empty()) else {
+    ) -> Option<Settings> {
+        let before = problems.len();
+        if ctx.client_auth.is_none() {
+            problems.push(
+                format!("{base}.kind"),
+                format!(
+                    "kind \"mtls\" needs client certificates: add [server.tls.client_auth] \
+                     with the client CA, or remove \"{name}\""
+                ),
+            );
+        }
+        let Some(allow) = r.allow.filter(|a| !a.is_empty()) else {
             problems.push(
                 format!("{base}.allow"),
                 "an mtls authenticator needs a non-empty `allow` list, e.g. \
@@ -79,19 +99,30 @@ impl Mtls {
             return None;
         };
         let mut rules = Vec::with_capacity(allow.len());
-        let mut ok = true;
         for (i, entry) in allow.iter().enumerate() {
             match parse_rule(entry) {
                 Ok(r) => rules.push(r),
-                Err(msg) => {
-                    problems.push(format!("{base}.allow[{i}]"), msg);
-                    ok = false;
-                }
+                Err(msg) => problems.push(format!("{base}.allow[{i}]"), msg),
             }
         }
-        ok.then_some(Mtls { rules })
+        (problems.len() == before).then_some(Settings { rules })
     }
 
+    /// The authenticator.
+    pub fn build(&self) -> Mtls {
+        Mtls {
+            rules: self.rules.clone(),
+        }
+    }
+}
+
+/// The mTLS authenticator: a compiled allow-list.
+#[derive(Debug)]
+pub struct Mtls {
+    rules: Vec<Rule>,
+}
+
+impl Mtls {
     /// No certificate -> `Absent`; certificate on the list -> `Admit`; else `Forbidden`.
     pub fn authenticate(&self, req: &RequestView<'_>) -> Outcome {
         let Some(cert) = req.conn.client_cert.as_deref() else {
@@ -398,11 +429,24 @@ mod tests {
         assert!(err(&format!("SHA256:{}", "zz".repeat(32))).contains("64 hex digits"));
     }
 
+    /// Reads `allow` as the config loader would, for a listener that asks for certificates.
+    fn read(allow: Option<Vec<String>>, p: &mut Problems) -> Option<Settings> {
+        let ctx = crate::auth::BuildContext {
+            config_dir: ".".into(),
+            client_auth: Some(crate::config::ClientAuthMode::Optional),
+        };
+        let raw = Raw {
+            kind: "mtls".into(),
+            allow,
+        };
+        Settings::read("svc", raw, "authenticators.svc", &ctx, p)
+    }
+
     #[test]
     fn empty_allow_list_is_a_config_error() {
         let mut p = Problems::default();
-        assert!(Mtls::build("authenticators.svc", Some(&[]), &mut p).is_none());
-        assert!(Mtls::build("authenticators.svc", None, &mut p).is_none());
+        assert!(read(Some(vec![]), &mut p).is_none());
+        assert!(read(None, &mut p).is_none());
         assert_eq!(p.len(), 2);
     }
 
@@ -410,7 +454,7 @@ mod tests {
     fn reports_every_bad_entry_with_its_index() {
         let mut p = Problems::default();
         let allow = vec!["CN=ok".to_string(), "FOO:x".into(), "DNS:*".into()];
-        assert!(Mtls::build("authenticators.svc", Some(&allow), &mut p).is_none());
+        assert!(read(Some(allow), &mut p).is_none());
         let text = format!("{p:?}");
         assert!(text.contains("authenticators.svc.allow[1]"), "{text}");
         assert!(text.contains("authenticators.svc.allow[2]"), "{text}");

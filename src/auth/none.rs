@@ -16,3 +16,11 @@ impl NoneAuth {
         Outcome::Admit(ANYONE.clone())
     }
 }
+
+/// `[authenticators.NAME]` of kind `none`: nothing besides `kind`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Raw {
+    /// Always `"none"`.
+    pub kind: String,
+}

@@ -23,12 +23,14 @@ use toml::de::DeTable;
 pub use error::{ConfigError, Problem, Problems};
 pub(crate) use validate::remote_url;
 
-use crate::auth::Authenticator;
+use crate::auth;
 
 /// A validated configuration: every reference resolved, every file loaded.
 pub struct Config {
     /// The file this was loaded from.
     pub path: PathBuf,
+    /// Its text, to place problems found after validation (see `Config::problem`).
+    pub source: Arc<str>,
     /// `[server]`.
     pub server: Server,
     /// `[admin]`.
@@ -37,8 +39,8 @@ pub struct Config {
     pub log: Log,
     /// `[upstreams.*]`, sorted by name.
     pub upstreams: Vec<Upstream>,
-    /// `[authenticators.*]`, sorted by name, built and ready.
-    pub authenticators: Vec<(String, Arc<Authenticator>)>,
+    /// `[authenticators.*]`, sorted by name: checked settings; the snapshot builds them.
+    pub authenticators: Vec<(String, auth::Settings)>,
     /// `[[routes]]` in file order.
     pub routes: Vec<Route>,
 }
@@ -201,6 +203,17 @@ pub struct Require {
     pub bound_token: bool,
 }
 
+impl Config {
+    /// A problem at `key` (a key path such as `authenticators.idp.ca`) found after
+    /// validation, worded and placed like every validation problem: `FILE:LINE: KEY: msg`.
+    pub fn problem(&self, key: String, message: impl Into<String>) -> ConfigError {
+        let mut problems = Problems::default();
+        problems.push(key, message);
+        let doc = DeTable::parse(&self.source).ok();
+        problems.into_error(&self.path, &self.source, doc.as_ref().map(|d| d.get_ref()))
+    }
+}
+
 /// Resolves a path from the config: as written if it exists (relative to the working
 /// directory), else relative to the config file's directory.
 pub fn resolve_path(config_dir: &Path, p: &str) -> PathBuf {
@@ -250,7 +263,7 @@ pub fn load_str(path: &Path, src: &str) -> Result<Config, ConfigError> {
         }
     };
     let config_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let result = validate::validate(table, path, &config_dir, &mut problems);
+    let result = validate::validate(table, path, src, &config_dir, &mut problems);
     match result {
         Some(c) if problems.is_empty() => Ok(c),
         _ => {
@@ -263,37 +276,45 @@ pub fn load_str(path: &Path, src: &str) -> Result<Config, ConfigError> {
 }
 
 /// Deserializes one section, recording a problem with the exact key path on failure.
+/// Every unknown key of the section's own table is reported (serde stops at the first),
+/// and the rest of the section is still read, so its other problems show too.
 pub(crate) fn section<T: DeserializeOwned>(
     problems: &mut Problems,
     base: &str,
-    value: toml::Value,
+    mut value: toml::Value,
 ) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let mut msg = without_string_value(e.inner().message().trim());
-            let mut path = match (base.is_empty(), inner.as_str()) {
-                (_, ".") => base.to_string(),
-                (true, p) => p.to_string(),
-                (false, p) if p.starts_with('[') => format!("{base}{p}"),
-                (false, p) => format!("{base}.{p}"),
-            };
-            // serde reports unknown fields at the parent; name the key itself.
-            if let Some(rest) = msg.strip_prefix("unknown field `") {
-                if let Some(end) = rest.find('`') {
-                    let key = &rest[..end];
-                    if path.is_empty() {
-                        path = key.to_string();
-                    } else if !path.ends_with(key) {
-                        path = format!("{path}.{key}");
-                    }
-                    msg = format!("unknown key `{key}`{}", &rest[end + 1..]);
+    loop {
+        let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(v) => return Some(v),
+            Err(e) => e,
+        };
+        let inner = e.path().to_string();
+        let mut msg = without_string_value(e.inner().message().trim());
+        let mut path = match (base.is_empty(), inner.as_str()) {
+            (_, ".") => base.to_string(),
+            (true, p) => p.to_string(),
+            (false, p) if p.starts_with('[') => format!("{base}{p}"),
+            (false, p) => format!("{base}.{p}"),
+        };
+        // serde reports unknown fields at the parent; name the key itself.
+        let mut unknown_here = None;
+        if let Some(rest) = msg.strip_prefix("unknown field `") {
+            if let Some(end) = rest.find('`') {
+                let key = rest[..end].to_string();
+                if path.is_empty() {
+                    path = key.clone();
+                } else if !path.ends_with(&key) {
+                    path = format!("{path}.{key}");
+                }
+                msg = format!("unknown key `{key}`{}", &rest[end + 1..]);
+                if inner == "." || inner == key {
+                    unknown_here = Some(key);
                 }
             }
-            problems.push(path, msg);
-            None
         }
+        problems.push(path, msg);
+        // Read again without it; anything else ends the section.
+        value.as_table_mut()?.remove(&unknown_here?)?;
     }
 }
 
@@ -329,7 +350,7 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(
             shown.contains(
-                "c.toml:2: authenticators.client_secret: invalid type: string, expected struct Authenticator"
+                "c.toml:2: authenticators.client_secret: invalid type: string, expected a table with a `kind`"
             ),
             "{shown}"
         );
@@ -347,11 +368,13 @@ mod tests {
     fn unknown_key_path_names_the_key_once() {
         let mut p = Problems::default();
         let v: toml::Value =
-            toml::from_str("upstream = \"a\"\ncolour = 1\nmatch = { path_prefix = \"/\" }")
+            toml::from_str("upstream = \"a\"\ncolour = 1\nmatch = { path_prefix = \"/\" }\nzz = 2")
                 .unwrap();
+        // Every unknown key is reported, and the rest of the section is still read.
         let r: Option<raw::Route> = section(&mut p, "routes[0]", v);
-        assert!(r.is_none());
+        assert!(r.is_some_and(|r| r.upstream == "a"));
         let e = p.into_error(Path::new("f"), "", None);
-        assert_eq!(e.problems[0].path, "routes[0].colour");
+        let paths: Vec<_> = e.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["routes[0].colour", "routes[0].zz"]);
     }
 }

@@ -1,6 +1,7 @@
 //! The serde shape of the TOML file and nothing else: every table denies unknown keys, so
 //! a typo is an error rather than a silently ignored setting. Semantic checks live in
-//! `validate.rs`, which turns these types into `Config`.
+//! `validate.rs`, which turns these types into `Config`. Each authenticator kind's shape
+//! lives beside the kind (`auth::basic::Raw`, ...), read once its `kind` is known.
 
 use std::collections::BTreeMap;
 
@@ -104,62 +105,6 @@ pub struct HealthCheck {
     pub path: Option<String>,
     pub interval: Option<Dur>,
     pub timeout: Option<Dur>,
-}
-
-/// `[authenticators.NAME]`: the union of every kind's keys. `validate.rs` dispatches on
-/// `kind` and reports keys that do not belong to it (no `#[serde(tag)]`: it loses spans
-/// and defeats `deny_unknown_fields`). No `Debug`: it may hold inline secrets.
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Authenticator {
-    pub kind: String,
-    // basic
-    pub realm: Option<String>,
-    pub users_file: Option<String>,
-    pub users: Option<BTreeMap<String, String>>,
-    pub cache_ttl: Option<Dur>,
-    pub cache_size: Option<i64>,
-    // api_key
-    pub header: Option<String>,
-    pub query: Option<String>,
-    pub keys: Option<Vec<ApiKey>>,
-    // jwt
-    pub issuer: Option<String>,
-    pub audiences: Option<Vec<String>>,
-    pub jwks_url: Option<String>,
-    pub jwks_file: Option<String>,
-    pub public_key_file: Option<String>,
-    pub secret: Option<String>,
-    pub secret_file: Option<String>,
-    pub secret_env: Option<String>,
-    pub ca: Option<String>,
-    pub algorithms: Option<Vec<String>>,
-    pub leeway: Option<Dur>,
-    pub refresh_interval: Option<Dur>,
-    pub min_refresh_interval: Option<Dur>,
-    pub forward_token: Option<bool>,
-    pub forward_claims: Option<BTreeMap<String, String>>,
-    // introspection
-    pub endpoint: Option<String>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<String>,
-    pub client_secret_file: Option<String>,
-    pub client_secret_env: Option<String>,
-    pub auth_method: Option<String>,
-    pub timeout: Option<Dur>,
-    pub negative_cache_ttl: Option<Dur>,
-    // mtls
-    pub allow: Option<Vec<String>>,
-}
-
-/// One entry of `keys = [...]`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKey {
-    pub id: String,
-    pub hash: String,
-    pub scopes: Option<Vec<String>>,
-    pub expires: Option<String>,
 }
 
 /// `[[routes]]`.

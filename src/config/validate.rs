@@ -29,6 +29,7 @@ const TOP_LEVEL: &[&str] = &[
 pub(super) fn validate(
     mut table: toml::Table,
     file: &Path,
+    source: &str,
     config_dir: &Path,
     problems: &mut Problems,
 ) -> Option<Config> {
@@ -99,18 +100,15 @@ pub(super) fn validate(
         config_dir: config_dir.to_path_buf(),
         client_auth: server.as_ref().and_then(|s| s.client_auth),
     };
-    let mut authenticators: Vec<(String, Arc<auth::Authenticator>)> = Vec::new();
+    let mut authenticators: Vec<(String, auth::Settings)> = Vec::new();
     let mut auth_names: Vec<String> = Vec::new();
     match table.remove("authenticators") {
         Some(toml::Value::Table(t)) => {
-            for (name, mut v) in t {
+            for (name, v) in t {
                 let base = format!("authenticators.{name}");
                 auth_names.push(name.clone());
-                refuse_foreign_keys(problems, &base, &mut v);
-                if let Some(r) = section::<raw::Authenticator>(problems, &base, v) {
-                    if let Some(a) = auth::build(&name, &r, &base, &ctx, problems) {
-                        authenticators.push((name, Arc::new(a)));
-                    }
+                if let Some(a) = auth::Settings::read(&name, v, &base, &ctx, problems) {
+                    authenticators.push((name, a));
                 }
             }
         }
@@ -158,6 +156,7 @@ pub(super) fn validate(
 
     Some(Config {
         path: file.to_path_buf(),
+        source: Arc::from(source),
         server: server?,
         admin: admin?,
         log: log?,
@@ -169,43 +168,6 @@ pub(super) fn validate(
 
 fn dur(v: Option<Dur>, default: Duration) -> Duration {
     v.map_or(default, |d| d.0)
-}
-
-/// Reports, and removes, every key of an `[authenticators.NAME]` table that its `kind`
-/// does not take, listing that kind's keys (the shared raw shape would list every kind's:
-/// `basic` with a typo should not suggest `jwks_url`).
-/// An unknown or missing `kind` is left for the build step to report.
-fn refuse_foreign_keys(problems: &mut Problems, base: &str, v: &mut toml::Value) {
-    let Some(t) = v.as_table_mut() else { return };
-    let Some(kind) = t
-        .get("kind")
-        .and_then(toml::Value::as_str)
-        .map(str::to_owned)
-    else {
-        return;
-    };
-    let Some(allowed) = auth::kind_keys(&kind) else {
-        return;
-    };
-    let foreign: Vec<String> = t
-        .keys()
-        .filter(|k| *k != "kind" && !allowed.contains(&k.as_str()))
-        .cloned()
-        .collect();
-    for key in foreign {
-        t.remove(&key);
-        // Worded as for every other table, with this kind's keys only.
-        let expected = std::iter::once("kind")
-            .chain(allowed.iter().copied())
-            .map(|k| format!("`{k}`"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let one_of = if allowed.is_empty() { "" } else { "one of " };
-        problems.push(
-            format!("{base}.{key}"),
-            format!("unknown key `{key}`, expected {one_of}{expected}"),
-        );
-    }
 }
 
 fn positive(problems: &mut Problems, path: &str, v: Option<i64>, default: u64) -> u64 {
@@ -526,7 +488,7 @@ fn auth_expr(
     base: &str,
     v: Option<toml::Value>,
     names: &[String],
-    built: &[(String, Arc<auth::Authenticator>)],
+    built: &[(String, auth::Settings)],
 ) -> Option<AuthExpr> {
     let path = format!("{base}.auth");
     let lookup = |problems: &mut Problems, p: String, n: &str| -> Option<usize> {
@@ -625,7 +587,7 @@ fn route(
     r: raw::Route,
     (upstreams, upstream_names): (&[Upstream], &[String]),
     auth_names: &[String],
-    built: &[(String, Arc<auth::Authenticator>)],
+    built: &[(String, auth::Settings)],
 ) -> Option<Route> {
     let before = problems.len();
     let name = r.name.unwrap_or_else(|| format!("route-{index}"));
@@ -690,9 +652,9 @@ fn route(
         bound_token: req.bound_token.unwrap_or(false),
     };
     if let Some(AuthExpr::Any(ids) | AuthExpr::All(ids)) = &auth {
-        let kinds: Vec<&auth::Authenticator> = ids
+        let kinds: Vec<&auth::Settings> = ids
             .iter()
-            .filter_map(|i| built.get(*i).map(|(_, a)| a.as_ref()))
+            .filter_map(|i| built.get(*i).map(|(_, a)| a))
             .collect();
         if !require.scopes.is_empty() && !kinds.iter().any(|a| a.grants_scopes()) {
             problems.push(

@@ -9,11 +9,11 @@ use base64::Engine;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
-use crate::auth::api_key::ApiKey;
+use crate::auth::api_key::{self, ApiKey};
 use crate::auth::basic::{self, Found, parse_users_file};
 use crate::auth::bearer::{Bearer, MAX_TOKEN_BYTES, bearer};
 use crate::auth::{Outcome, RequestView, Services};
-use crate::config::{Lockout, Problems, raw};
+use crate::config::{Lockout, Problems};
 use crate::conn::ConnInfo;
 
 /// The one configured API key (seeds in the corpus carry it).
@@ -40,9 +40,10 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
     let toml = format!(
         "kind = \"api_key\"\nquery = \"api_key\"\nkeys = [{{ id = \"fuzz\", hash = \"{hash}\" }}]"
     );
-    let by_query = toml::from_str::<raw::Authenticator>(&toml)
+    let by_query = toml::from_str::<api_key::Raw>(&toml)
         .ok()
-        .and_then(|r| ApiKey::build(&r, "fuzz", &mut Problems::default()));
+        .and_then(|r| api_key::Settings::read(r, "fuzz", &mut Problems::default()))
+        .map(|s| s.build());
     Fixture {
         by_header: ApiKey::from_hashes("x-api-key", &keys).ok(),
         by_query,
