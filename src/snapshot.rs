@@ -154,11 +154,14 @@ impl Snapshot {
                 metrics: metrics.route(&r.name),
             });
         }
-        let tls = config
-            .server
-            .tls
-            .clone()
-            .map(tokio_rustls::TlsAcceptor::from);
+        let tls = match &config.server.tls {
+            Some(t) => {
+                let cfg =
+                    crate::tls::server_config(t).map_err(|e| config.problem(e.key, e.message))?;
+                Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+            }
+            None => None,
+        };
         let proto = HeaderValue::from_static(if tls.is_some() { "https" } else { "http" });
         let mut set_by_gateway: Vec<HeaderName> = Vec::new();
         for (_, a) in &authenticators {
@@ -216,5 +219,40 @@ impl Snapshot {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devkit::certs::Ca;
+
+    /// A problem only building can find (rustls refuses the pair) is still reported as
+    /// `FILE:LINE: KEY.PATH: message`, by `check` as by a start or a reload.
+    #[test]
+    fn a_certificate_and_key_that_do_not_pair_are_placed_like_any_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new("test ca").unwrap();
+        let hosts = ["localhost".to_string()];
+        ca.server(&hosts).unwrap().write(dir.path(), "a").unwrap();
+        ca.server(&hosts).unwrap().write(dir.path(), "b").unwrap();
+        let src = format!(
+            "[server]\nlisten = [\"127.0.0.1:0\"]\n\n[server.tls]\ncert = \"{0}/a.crt\"\nkey = \"{0}/b.key\"\n\n\
+             [upstreams.app]\ntargets = [\"http://127.0.0.1:1\"]\n\n\
+             [authenticators.public]\nkind = \"none\"\n\n\
+             [[routes]]\nmatch = {{ path_prefix = \"/\" }}\nupstream = \"app\"\nauth = \"public\"\n",
+            dir.path().display()
+        );
+        let path = dir.path().join("c.toml");
+        let config = crate::config::load_str(&path, &src).unwrap();
+        let Err(e) = Snapshot::build(config, &Arc::new(Metrics::new())) else {
+            panic!("a mismatched key was accepted");
+        };
+        let shown = e.to_string();
+        let want = format!(
+            "{}:6: server.tls.key: certificate and key do not form a usable pair",
+            path.display()
+        );
+        assert!(shown.starts_with(&want), "{shown}");
     }
 }

@@ -1,7 +1,8 @@
 //! rustls configuration. Server side: certificate chain and key, TLS 1.2+ (or 1.3 only),
 //! ALPN h2 + http/1.1, and for mTLS a webpki client verifier over the configured CAs and
 //! CRLs (optional or required). Client side (upstreams, JWKS, introspection): webpki roots
-//! or a configured CA. Everything is built at load time so a broken file fails the load.
+//! or a configured CA. The config loader reads and parses the files (`read_server`), so a
+//! broken file fails the load; the snapshot builds rustls' objects from what it read.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
-use crate::config::{Problems, raw, resolve_path};
+use crate::config::{ClientAuthMode, ClientCa, Problems, ServerTls, raw, resolve_path};
 
 /// Reads every certificate from a PEM file.
 pub(crate) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -48,12 +49,15 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// Builds the public listener's rustls config from `[server.tls]`.
-pub(crate) fn server_config_from_raw(
+/// Reads `[server.tls]`: the PEM files loaded and parsed, the version and client-CA
+/// settings checked. Problems go under `server.tls.*`; rustls objects are made later, from
+/// the result, by `server_config`.
+pub(crate) fn read_server(
     problems: &mut Problems,
     dir: &Path,
     t: &raw::Tls,
-) -> Option<rustls::ServerConfig> {
+    client_auth: Option<ClientAuthMode>,
+) -> Option<ServerTls> {
     let before = problems.len();
     let certs = match &t.cert {
         Some(c) => load_certs(&resolve_path(dir, c))
@@ -73,50 +77,39 @@ pub(crate) fn server_config_from_raw(
             None
         }
     };
-    let versions: &[&'static rustls::SupportedProtocolVersion] = match t.min_version.as_deref() {
-        None | Some("1.2") => &[&rustls::version::TLS13, &rustls::version::TLS12],
-        Some("1.3") => &[&rustls::version::TLS13],
+    let tls13_only = match t.min_version.as_deref() {
+        None | Some("1.2") => false,
+        Some("1.3") => true,
         Some(v) => {
             problems.push(
                 "server.tls.min_version",
                 format!("unsupported version \"{v}\": expected \"1.2\" or \"1.3\""),
             );
-            &[&rustls::version::TLS13]
+            true
         }
     };
-    let verifier = match &t.client_auth {
-        None => None,
-        Some(ca) => client_verifier(problems, dir, ca),
-    };
+    // An unknown `mode` is already a problem; the files are still checked.
+    let client_ca = t.client_auth.as_ref().and_then(|ca| {
+        let mode = client_auth.unwrap_or(ClientAuthMode::Required);
+        read_client_ca(problems, dir, ca, mode)
+    });
     if problems.len() != before {
         return None;
     }
-    let builder = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(versions)
-        .map_err(|e| problems.push("server.tls", format!("tls setup failed: {e}")))
-        .ok()?;
-    let builder = match verifier {
-        Some(v) => builder.with_client_cert_verifier(v),
-        None => builder.with_no_client_auth(),
-    };
-    let mut cfg = builder
-        .with_single_cert(certs?, key?)
-        .map_err(|e| {
-            problems.push(
-                "server.tls.key",
-                format!("certificate and key do not form a usable pair: {e}"),
-            )
-        })
-        .ok()?;
-    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Some(cfg)
+    Some(ServerTls {
+        cert_chain: certs?,
+        key: key?,
+        tls13_only,
+        client_ca,
+    })
 }
 
-fn client_verifier(
+fn read_client_ca(
     problems: &mut Problems,
     dir: &Path,
     ca: &raw::ClientAuth,
-) -> Option<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    mode: ClientAuthMode,
+) -> Option<ClientCa> {
     let files: Vec<String> = match &ca.ca {
         Some(toml::Value::String(s)) => vec![s.clone()],
         Some(toml::Value::Array(a)) => a
@@ -132,7 +125,7 @@ fn client_verifier(
         );
         return None;
     }
-    let mut roots = RootCertStore::empty();
+    let mut roots = Vec::new();
     for (i, f) in files.iter().enumerate() {
         let key = if matches!(ca.ca, Some(toml::Value::Array(_))) {
             format!("server.tls.client_auth.ca[{i}]")
@@ -140,13 +133,7 @@ fn client_verifier(
             "server.tls.client_auth.ca".to_string()
         };
         match load_certs(&resolve_path(dir, f)) {
-            Ok(certs) => {
-                for c in certs {
-                    if let Err(e) = roots.add(c) {
-                        problems.push(key.clone(), format!("unusable CA certificate in {f}: {e}"));
-                    }
-                }
-            }
+            Ok(certs) => roots.extend(certs.into_iter().map(|c| (key.clone(), f.clone(), c))),
             Err(e) => problems.push(key, e),
         }
     }
@@ -157,22 +144,71 @@ fn client_verifier(
             Err(e) => problems.push(format!("server.tls.client_auth.crls[{i}]"), e),
         }
     }
-    let builder =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).with_crls(crls);
-    let builder = if ca.mode.as_deref() == Some("required") {
-        builder
-    } else {
-        builder.allow_unauthenticated()
+    Some(ClientCa { mode, roots, crls })
+}
+
+/// Why the listener's rustls config could not be made from read settings: the key path
+/// of the setting at fault, and what rustls said.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct ServerTlsError {
+    /// E.g. `server.tls.key`.
+    pub(crate) key: String,
+    /// What went wrong.
+    pub(crate) message: String,
+}
+
+/// The public listener's rustls config: TLS 1.2+ (or 1.3 only), ALPN h2 and http/1.1, and
+/// for mTLS a webpki client verifier over the client CAs and CRLs.
+pub(crate) fn server_config(t: &ServerTls) -> Result<rustls::ServerConfig, ServerTlsError> {
+    let fail = |key: &str, message: String| ServerTlsError {
+        key: key.to_string(),
+        message,
     };
-    builder
-        .build()
+    let versions: &[&'static rustls::SupportedProtocolVersion] = if t.tls13_only {
+        &[&rustls::version::TLS13]
+    } else {
+        &[&rustls::version::TLS13, &rustls::version::TLS12]
+    };
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .map_err(|e| fail("server.tls", format!("tls setup failed: {e}")))?;
+    let builder = match &t.client_ca {
+        Some(ca) => builder.with_client_cert_verifier(client_verifier(ca)?),
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder
+        .with_single_cert(t.cert_chain.clone(), t.key.clone_key())
         .map_err(|e| {
-            problems.push(
-                "server.tls.client_auth",
-                format!("cannot build client verifier: {e}"),
+            fail(
+                "server.tls.key",
+                format!("certificate and key do not form a usable pair: {e}"),
             )
-        })
-        .ok()
+        })?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+fn client_verifier(
+    ca: &ClientCa,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, ServerTlsError> {
+    let mut roots = RootCertStore::empty();
+    for (key, file, cert) in &ca.roots {
+        roots.add(cert.clone()).map_err(|e| ServerTlsError {
+            key: key.clone(),
+            message: format!("unusable CA certificate in {file}: {e}"),
+        })?;
+    }
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .with_crls(ca.crls.clone());
+    let builder = match ca.mode {
+        ClientAuthMode::Required => builder,
+        ClientAuthMode::Optional => builder.allow_unauthenticated(),
+    };
+    builder.build().map_err(|e| ServerTlsError {
+        key: "server.tls.client_auth".into(),
+        message: format!("cannot build client verifier: {e}"),
+    })
 }
 
 /// Why a client TLS configuration could not be made.

@@ -54,7 +54,7 @@ pub struct Server {
     /// Runtime worker threads.
     pub workers: usize,
     /// Server TLS; `None` only with `insecure_plaintext`.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<ServerTls>,
     /// Whether `[server.tls.client_auth]` is configured.
     pub client_auth: Option<ClientAuthMode>,
     /// Peers whose `X-Forwarded-For` is appended to rather than replaced.
@@ -63,6 +63,29 @@ pub struct Server {
     pub lockout: Lockout,
     /// `[server.limits]`.
     pub limits: Limits,
+}
+
+/// `[server.tls]`, read: the certificate chain and key parsed from their PEM files. No
+/// `Debug`: it holds the private key.
+pub struct ServerTls {
+    /// The listener's certificate chain, leaf first.
+    pub cert_chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Its private key.
+    pub key: rustls::pki_types::PrivateKeyDer<'static>,
+    /// `min_version = "1.3"`.
+    pub tls13_only: bool,
+    /// `[server.tls.client_auth]`.
+    pub client_ca: Option<ClientCa>,
+}
+
+/// `[server.tls.client_auth]`, read.
+pub struct ClientCa {
+    /// Whether a certificate is required at the handshake.
+    pub mode: ClientAuthMode,
+    /// Each CA certificate with the key path and file it came from (for problems).
+    pub roots: Vec<(String, String, rustls::pki_types::CertificateDer<'static>)>,
+    /// Revocation lists.
+    pub crls: Vec<rustls::pki_types::CertificateRevocationListDer<'static>>,
 }
 
 /// `client_auth.mode`.

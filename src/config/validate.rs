@@ -232,7 +232,7 @@ fn server(problems: &mut Problems, dir: &Path, s: raw::Server) -> Option<Server>
                     }
                 };
             }
-            crate::tls::server_config_from_raw(problems, dir, &t).map(Arc::new)
+            crate::tls::read_server(problems, dir, &t, client_auth_mode)
         }
         None if insecure => None,
         None => {
