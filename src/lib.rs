@@ -4,6 +4,11 @@
 //! `cli` -> `config` -> `snapshot` -> `server` (and `reload`) -> `conn` -> `gateway`
 //! (path, route, auth, proxy) -> `error` -> `admin`/`metrics`/`telemetry`. The development
 //! tooling (dev certificates, the echo upstream, the demo) lives apart in `devkit`.
+//!
+//! `config` turns the file into checked plain data (each authenticator kind reads its own
+//! table into its `Settings`, beside the kind in `auth/`); `snapshot` builds everything
+//! that runs from it (authenticators, rustls configs, upstream clients), and `check` runs
+//! both, so it refuses exactly what a start or a reload would.
 
 #![forbid(unsafe_code)]
 
