@@ -16,35 +16,16 @@ pub fn canonicalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if bytes.first() != Some(&b'/') {
         return Err("request path must start with /");
     }
-    let needs_decode = bytes.contains(&b'%');
-    let decoded: Cow<'_, [u8]> = if needs_decode {
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while let Some(&b) = bytes.get(i) {
-            if b == b'%' {
-                let hi = bytes.get(i + 1).and_then(|c| (*c as char).to_digit(16));
-                let lo = bytes.get(i + 2).and_then(|c| (*c as char).to_digit(16));
-                let (Some(hi), Some(lo)) = (hi, lo) else {
-                    return Err("malformed percent-encoding in path");
-                };
-                let v = (hi * 16 + lo) as u8;
-                match v {
-                    b'/' => return Err("encoded slash in path"),
-                    b'\\' => return Err("encoded backslash in path"),
-                    b'%' => return Err("double percent-encoding in path"),
-                    _ => {}
-                }
-                out.push(v);
-                i += 3;
-            } else {
-                out.push(b);
-                i += 1;
-            }
+    for escaped in crate::query::escapes(bytes) {
+        match escaped {
+            None => return Err("malformed percent-encoding in path"),
+            Some(b'/') => return Err("encoded slash in path"),
+            Some(b'\\') => return Err("encoded backslash in path"),
+            Some(b'%') => return Err("double percent-encoding in path"),
+            Some(_) => {}
         }
-        Cow::Owned(out)
-    } else {
-        Cow::Borrowed(bytes)
-    };
+    }
+    let decoded: Cow<'_, [u8]> = percent_encoding::percent_decode(bytes).into();
     for &b in decoded.iter() {
         match b {
             0 => return Err("NUL byte in path"),

@@ -1,7 +1,10 @@
 //! Query strings, split one way for everyone who reads them: the API-key authenticator
 //! reads a parameter by its exact name, and the gateway strips every parameter that an
 //! upstream framework would decode to that name, so a credential cannot reach the
-//! upstream under another spelling.
+//! upstream under another spelling. Percent-decoding is the `percent-encoding` crate's,
+//! with malformed escapes refused (`escapes_well_formed`); `path` shares that check.
+
+use std::borrow::Cow;
 
 /// The `name=value` pairs of a raw query, split on `&` then on the first `=` (a pair
 /// without `=` has an empty value). Nothing is decoded.
@@ -43,30 +46,44 @@ pub(crate) fn decodes_to(raw: &str, name: &str) -> bool {
                 .all(|(&a, b)| php(a) == php(b)))
 }
 
-/// Decodes `%XX` escapes and `+` (as a space); `None` when an escape is malformed.
+/// Decodes `%XX` escapes and `+` (as a space); `None` when an escape is malformed (a
+/// credential spelled that way is refused, not guessed at).
 pub(crate) fn percent_decode(v: &str) -> Option<Vec<u8>> {
     let b = v.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        match c {
-            b'%' => {
-                let hi = b.get(i + 1).and_then(|c| (*c as char).to_digit(16))?;
-                let lo = b.get(i + 2).and_then(|c| (*c as char).to_digit(16))?;
-                out.push(u8::try_from(hi * 16 + lo).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
+    if !escapes_well_formed(b) {
+        return None;
     }
-    Some(out)
+    let spaced: Cow<'_, [u8]> = if b.contains(&b'+') {
+        Cow::Owned(
+            b.iter()
+                .map(|&c| if c == b'+' { b' ' } else { c })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(b)
+    };
+    Some(percent_encoding::percent_decode(&spaced).collect())
+}
+
+/// Whether every `%` in `raw` starts a `%XX` escape. The `percent-encoding` crate passes a
+/// malformed one through as it is; the gateway refuses it instead.
+pub(crate) fn escapes_well_formed(raw: &[u8]) -> bool {
+    escapes(raw).all(|e| e.is_some())
+}
+
+/// The byte each `%` of `raw` escapes, in order (`None`: not followed by two hex digits).
+pub(crate) fn escapes(raw: &[u8]) -> impl Iterator<Item = Option<u8>> + '_ {
+    raw.iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'%')
+        .map(|(i, _)| {
+            let pair = raw.get(i + 1..i + 3)?;
+            if !pair.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            let hex = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+            Some(hex(pair[0]) << 4 | hex(pair[1]))
+        })
 }
 
 #[cfg(test)]
