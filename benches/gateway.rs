@@ -311,7 +311,8 @@ fn bench_access_log(c: &mut Criterion) {
         upstream: "up",
         auth_method: "none",
         subject: "",
-        client_ip: "127.0.0.1".parse().unwrap(),
+        client_ip: "203.0.113.5".parse().unwrap(),
+        peer_ip: "127.0.0.1".parse().unwrap(),
     };
     let mut g = c.benchmark_group("access_log");
     for (label, level) in [("level_warn", "warn"), ("level_info_json", "info")] {

@@ -103,6 +103,9 @@ struct Trace {
     auth_method: Cow<'static, str>,
     /// Whose subject the access log names.
     subject: Option<Arc<Identity>>,
+    /// The client's address as `trusted_proxies` resolve it (`None`: not resolved yet,
+    /// the TCP peer stands in).
+    client_ip: Option<std::net::IpAddr>,
 }
 
 /// Serves one request. Never fails: errors become responses.
@@ -121,6 +124,7 @@ pub(crate) async fn handle(
         route: None,
         auth_method: Cow::Borrowed(""),
         subject: None,
+        client_ip: None,
     };
 
     let resp = match process(&shared, &snap, &conn, req, &request_id_value, &mut trace).await {
@@ -148,7 +152,8 @@ pub(crate) async fn handle(
             &trace.auth_method
         },
         subject: trace.subject.as_ref().map_or("", |i| i.subject.as_str()),
-        client_ip: conn.peer.ip(),
+        client_ip: trace.client_ip.unwrap_or(conn.peer.ip()),
+        peer_ip: conn.peer.ip(),
     });
     Ok(resp)
 }
@@ -246,6 +251,13 @@ async fn process(
 
     // Authenticate and authorize.
     let peer_trusted = headers::is_trusted(conn.peer.ip(), &snap.trusted_proxies);
+    let client_ip = headers::client_ip(
+        req.headers(),
+        conn.peer.ip(),
+        peer_trusted,
+        &snap.trusted_proxies,
+    );
+    trace.client_ip = Some(client_ip);
     let admitted = {
         let view = RequestView {
             services: &shared.services,
@@ -254,12 +266,7 @@ async fn process(
             uri: req.uri(),
             headers: req.headers(),
             conn,
-            client_ip: headers::client_ip(
-                req.headers(),
-                conn.peer.ip(),
-                peer_trusted,
-                &snap.trusted_proxies,
-            ),
+            client_ip,
         };
         route.pipeline.run(&view).await?
     };
@@ -362,7 +369,14 @@ async fn process(
 
     // Forward.
     let timeout = upstream.timeout.min(limits.request_timeout);
-    let mut resp = match tokio::time::timeout(timeout, upstream.send(target, upstream_req)).await {
+    let sent = Instant::now();
+    let answer = tokio::time::timeout(timeout, upstream.send(target, upstream_req)).await;
+    upstream
+        .counters
+        .duration
+        .observe(sent.elapsed().as_secs_f64());
+    let request_id = request_id.to_str().unwrap_or("-");
+    let mut resp = match answer {
         Ok(Ok(resp)) => {
             upstream.counters.success.inc();
             resp
@@ -373,16 +387,20 @@ async fn process(
                 Some(BodyError::Stalled) => return Err(Refusal::RequestTimeout),
                 _ => {}
             }
+            upstream.counters.error.inc();
+            upstream.log_failure(request_id, target, &e);
             if matches!(e, SendError::Busy) {
-                upstream.counters.error.inc();
                 return Err(Refusal::UpstreamBusy);
             }
-            upstream.counters.error.inc();
-            tracing::debug!(upstream.name = %upstream.name, error = %e, "upstream request failed");
             return Err(Refusal::BadGateway);
         }
         Err(_) => {
             upstream.counters.timeout.inc();
+            upstream.log_failure(
+                request_id,
+                target,
+                &format_args!("no response head within {timeout:?}"),
+            );
             return Err(Refusal::GatewayTimeout);
         }
     };

@@ -14,6 +14,8 @@ use prometheus_client::registry::Registry;
 
 use crate::auth::pipeline::DecisionCounters;
 
+mod process;
+
 /// `{route,status}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteStatus {
@@ -71,6 +73,27 @@ pub struct RefreshLabels {
     pub result: &'static str,
 }
 
+/// `{upstream}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabel {
+    /// Upstream name.
+    pub upstream: String,
+}
+
+/// `{version}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabel {
+    /// The crate version.
+    pub version: &'static str,
+}
+
+/// `{cert}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabel {
+    /// `server`, `client_ca:<subject CN or index>` or `crl:<issuer CN or index>`.
+    pub cert: String,
+}
+
 fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
@@ -98,6 +121,12 @@ pub struct Metrics {
     pub jwks_refresh: Family<RefreshLabels, Counter>,
     /// `portcullis_password_hashes_total`: argon2/bcrypt verifications actually run.
     pub password_hashes: Counter,
+    /// `portcullis_upstream_duration_seconds{upstream}`: request sent to response head.
+    pub upstream_duration: Family<UpstreamLabel, Histogram, fn() -> Histogram>,
+    /// `portcullis_upstream_healthy_targets{upstream}`.
+    pub healthy_targets: Family<UpstreamLabel, Gauge>,
+    /// `portcullis_certificate_expiry_timestamp_seconds{cert}`.
+    pub certificate_expiry: Family<CertLabel, Gauge>,
 }
 
 /// Statuses whose counters are resolved up front for every route.
@@ -140,6 +169,36 @@ impl Metrics {
         let reloads = Family::<ResultLabel, Counter>::default();
         let jwks_refresh = Family::<RefreshLabels, Counter>::default();
         let password_hashes = Counter::default();
+        let upstream_duration: Family<UpstreamLabel, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(duration_histogram);
+        let healthy_targets = Family::<UpstreamLabel, Gauge>::default();
+        let certificate_expiry = Family::<CertLabel, Gauge>::default();
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "portcullis_build_info",
+            "Always 1; the version of the running binary is its label",
+            build_info,
+        );
+        registry.register(
+            "portcullis_upstream_duration_seconds",
+            "Time from sending a request upstream to its response head (or failure), by upstream",
+            upstream_duration.clone(),
+        );
+        registry.register(
+            "portcullis_upstream_healthy_targets",
+            "Targets of an upstream currently taking requests (active and passive health)",
+            healthy_targets.clone(),
+        );
+        registry.register(
+            "portcullis_certificate_expiry_timestamp_seconds",
+            "Unix time at which a certificate the listener uses expires (for a CRL: its next update)",
+            certificate_expiry.clone(),
+        );
         registry.register(
             "portcullis_requests",
             "Requests answered, by route and status",
@@ -210,6 +269,20 @@ impl Metrics {
             reloads,
             jwks_refresh,
             password_hashes,
+            upstream_duration,
+            healthy_targets,
+            certificate_expiry,
+        }
+    }
+
+    /// Replaces every `portcullis_certificate_expiry_timestamp_seconds` series (on start
+    /// and on each reload, so a removed certificate stops being reported).
+    pub fn set_certificate_expiry(&self, certs: &[(String, i64)]) {
+        self.certificate_expiry.clear();
+        for (cert, at) in certs {
+            self.certificate_expiry
+                .get_or_create(&CertLabel { cert: cert.clone() })
+                .set(*at);
         }
     }
 
@@ -262,10 +335,15 @@ impl Metrics {
                 outcome,
             })
         };
+        let label = UpstreamLabel {
+            upstream: name.to_string(),
+        };
         UpstreamCounters {
             success: c("success"),
             error: c("error"),
             timeout: c("timeout"),
+            duration: self.upstream_duration.get_or_create_owned(&label),
+            healthy: self.healthy_targets.get_or_create_owned(&label),
         }
     }
 
@@ -309,6 +387,7 @@ impl Metrics {
             out.push_str(line);
             out.push('\n');
         }
+        process::render(&mut out);
         out
     }
 }
@@ -353,6 +432,10 @@ pub struct UpstreamCounters {
     pub error: Counter,
     /// No response within the timeout.
     pub timeout: Counter,
+    /// Time to the response head (or the failure).
+    pub duration: Histogram,
+    /// Targets taking requests.
+    pub healthy: Gauge,
 }
 
 #[cfg(test)]
@@ -365,7 +448,13 @@ mod tests {
         m.decisions("staff");
         m.route("r").record(200, 0.001);
         m.upstream("u");
+        m.set_certificate_expiry(&[("old".into(), 1)]);
+        m.set_certificate_expiry(&[("server".into(), 1_900_000_000)]);
         let text = m.render();
+        assert!(
+            !text.contains("cert=\"old\""),
+            "a replaced certificate is dropped"
+        );
         for name in [
             "portcullis_requests_total{",
             "portcullis_request_duration_seconds_bucket{",
@@ -376,6 +465,14 @@ mod tests {
             "portcullis_tls_handshake_errors_total{",
             "portcullis_config_reloads_total{result=\"failure\"} 0",
             "# TYPE portcullis_requests_total counter",
+            "portcullis_build_info{version=\"",
+            "portcullis_upstream_duration_seconds_bucket{le=\"0.0005\",upstream=\"u\"}",
+            "portcullis_upstream_healthy_targets{upstream=\"u\"}",
+            "portcullis_certificate_expiry_timestamp_seconds{cert=\"server\"} 1900000000",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_cpu_seconds_total ",
+            "process_start_time_seconds ",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

@@ -122,7 +122,7 @@ async fn reload(shared: &Shared, path: PathBuf) -> Result<(), ReloadError> {
     }
     let snap = Snapshot::build(cfg, &shared.metrics)?;
     snap.inherit(&current);
-    snap.start();
+    snap.start(&shared.metrics);
     shared.snapshot.store(Arc::new(snap));
     Ok(())
 }

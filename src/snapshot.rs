@@ -75,6 +75,8 @@ pub struct Snapshot {
     pub proto: HeaderValue,
     /// Metrics for unmatched requests.
     pub unmatched: RouteMetrics,
+    /// When the listener's certificates expire (`portcullis_certificate_expiry_*`).
+    pub certificate_expiry: Vec<(String, i64)>,
     /// The config this was built from (for settings that cannot change on reload).
     pub config: Config,
 }
@@ -181,6 +183,12 @@ impl Snapshot {
             set_by_gateway,
             proto,
             unmatched: metrics.route("-"),
+            certificate_expiry: config
+                .server
+                .tls
+                .as_ref()
+                .map(crate::tls::expiry)
+                .unwrap_or_default(),
             config,
         })
     }
@@ -195,8 +203,10 @@ impl Snapshot {
         }
     }
 
-    /// Starts background work owned by this snapshot (health checks, JWKS refresh).
-    pub fn start(&self) {
+    /// Starts background work owned by this snapshot (health checks, JWKS refresh) and
+    /// publishes what it serves with (certificate expiry).
+    pub fn start(&self, metrics: &Metrics) {
+        metrics.set_certificate_expiry(&self.certificate_expiry);
         for u in &self.upstreams {
             u.start();
         }

@@ -8,7 +8,7 @@
 //! immediately, so the order on stderr is kept and warnings are never delayed. `flush()`
 //! runs on exit; a crash can lose at most the last 50 ms of access lines.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -98,8 +98,10 @@ pub fn init(log: &Log) {
     let filter = EnvFilter::try_from_env("PORTCULLIS_LOG")
         .or_else(|_| EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only where a person reads it: never into a file or a journal.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(LogWriter);
     let installed = if log.json {
         builder
@@ -150,8 +152,10 @@ pub struct Access<'a> {
     pub auth_method: &'a str,
     /// Subject or empty.
     pub subject: &'a str,
-    /// Client address.
+    /// The client's address: the TCP peer, or what a trusted proxy forwarded for it.
     pub client_ip: std::net::IpAddr,
+    /// The TCP peer.
+    pub peer_ip: std::net::IpAddr,
 }
 
 /// Emits the access-log event.
@@ -168,6 +172,44 @@ pub fn access(a: &Access<'_>) {
         auth.method = a.auth_method,
         auth.subject = a.subject,
         client.ip = %a.client_ip,
+        network.peer.address = %a.peer_ip,
         "request"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    /// The JSON formatter writes `timestamp`, `level`, `target` and `message` itself, at
+    /// the top level next to the event's fields: a field of the same name gives a line
+    /// with a key twice, and JSON parsers keep only one of them. No event may use one.
+    #[test]
+    fn no_event_field_repeats_a_key_the_json_formatter_writes() {
+        let mut files = vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")];
+        let mut offending = Vec::new();
+        while let Some(p) = files.pop() {
+            if p.is_dir() {
+                files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+                continue;
+            }
+            if p.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let fields = line
+                    .split(['(', ','])
+                    .map(str::trim_start)
+                    .filter(|f| !f.starts_with("//"));
+                for f in fields {
+                    let Some((key, _)) = f.split_once(" = ") else {
+                        continue;
+                    };
+                    if ["timestamp", "level", "target", "message"].contains(&key.trim()) {
+                        offending.push(format!("{}:{}: {}", p.display(), n + 1, line.trim()));
+                    }
+                }
+            }
+        }
+        assert!(offending.is_empty(), "{offending:#?}");
+    }
 }

@@ -211,6 +211,46 @@ fn client_verifier(
     })
 }
 
+/// When each certificate the listener relies on stops being usable, as Unix seconds:
+/// `server` (the leaf), `client_ca:<CN>` for each client CA, and `crl:<issuer CN>` for each
+/// CRL's next update. Certificates that do not parse are left out (rustls refused them
+/// already); a CN-less one is named by its position.
+pub(crate) fn expiry(t: &ServerTls) -> Vec<(String, i64)> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    use x509_parser::revocation_list::CertificateRevocationList;
+    let cn = |name: &x509_parser::x509::X509Name<'_>, i: usize| {
+        name.iter_common_name()
+            .next()
+            .and_then(|c| c.as_str().ok())
+            .map_or_else(|| i.to_string(), str::to_string)
+    };
+    let mut out = Vec::new();
+    if let Some(Ok((_, leaf))) = t.cert_chain.first().map(|c| X509Certificate::from_der(c)) {
+        out.push(("server".to_string(), leaf.validity().not_after.timestamp()));
+    }
+    for (i, (_, _, der)) in t
+        .client_ca
+        .iter()
+        .flat_map(|ca| ca.roots.iter())
+        .enumerate()
+    {
+        if let Ok((_, c)) = X509Certificate::from_der(der) {
+            out.push((
+                format!("client_ca:{}", cn(c.subject(), i)),
+                c.validity().not_after.timestamp(),
+            ));
+        }
+    }
+    for (i, crl) in t.client_ca.iter().flat_map(|ca| ca.crls.iter()).enumerate() {
+        if let Ok((_, l)) = CertificateRevocationList::from_der(crl) {
+            if let Some(next) = l.next_update() {
+                out.push((format!("crl:{}", cn(l.issuer(), i)), next.timestamp()));
+            }
+        }
+    }
+    out
+}
+
 /// Why a client TLS configuration could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientTlsError {

@@ -162,6 +162,10 @@ pub struct Upstream {
     pub timeout: Duration,
     /// Open connections allowed per target.
     pub max_connections: usize,
+    /// Consecutive connect failures that take a target out of rotation (0: never).
+    pub max_fails: u32,
+    /// How long a target that failed `max_fails` times stays out.
+    pub fail_timeout: Duration,
     /// Roots for https targets (`None`: webpki roots).
     pub ca: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
     /// Active health checking.

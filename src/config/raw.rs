@@ -94,6 +94,8 @@ pub struct Upstream {
     pub connect_timeout: Option<Dur>,
     pub timeout: Option<Dur>,
     pub max_connections: Option<i64>,
+    pub max_fails: Option<i64>,
+    pub fail_timeout: Option<Dur>,
     pub ca: Option<String>,
     pub health_check: Option<HealthCheck>,
 }

@@ -357,13 +357,38 @@ fn log(problems: &mut Problems, l: raw::Log) -> Option<Log> {
         }
     };
     let level = l.level.unwrap_or_else(|| "info".into());
-    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+    if !is_log_filter(&level) {
         problems.push(
             "log.level",
-            format!("invalid level \"{level}\": expected e.g. \"info\" or \"debug\""),
+            format!(
+                "invalid level \"{level}\": expected one of {} (or directives such as \"info,portcullis::access=warn\")",
+                LOG_LEVELS.join(", ")
+            ),
         );
     }
     Some(Log { json, level })
+}
+
+/// The levels `log.level` takes.
+const LOG_LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace", "off"];
+
+/// Whether `s` is a level, or comma-separated directives each of which is a level or
+/// `target=level`. A bare word that is not a level would be taken by tracing as a target
+/// name, silencing every other line (the access log included), so it is refused.
+fn is_log_filter(s: &str) -> bool {
+    let level = |l: &str| LOG_LEVELS.iter().any(|x| x.eq_ignore_ascii_case(l));
+    !s.trim().is_empty()
+        && s.split(',').all(|d| match d.trim().split_once('=') {
+            None => level(d.trim()),
+            Some((target, l)) => {
+                !target.is_empty()
+                    && target
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+                    && level(l)
+            }
+        })
+        && tracing_subscriber::EnvFilter::try_new(s).is_ok()
 }
 
 /// True for hosts where plain `http` is allowed (loopback sidecars and tests).
@@ -472,12 +497,28 @@ fn upstream(
         r.max_connections,
         1024,
     ) as usize;
+    let max_fails = match r.max_fails {
+        None => 3,
+        Some(n) => u32::try_from(n).unwrap_or_else(|_| {
+            problems.push(
+                format!("{base}.max_fails"),
+                "must be between 0 and 4294967295",
+            );
+            3
+        }),
+    };
+    let fail_timeout = dur(r.fail_timeout, Duration::from_secs(10));
+    if fail_timeout.is_zero() {
+        problems.push(format!("{base}.fail_timeout"), "must be greater than zero");
+    }
     (problems.len() == before).then(|| Upstream {
         name,
         targets,
         connect_timeout: dur(r.connect_timeout, Duration::from_secs(2)),
         timeout: dur(r.timeout, Duration::from_secs(30)),
         max_connections,
+        max_fails,
+        fail_timeout,
         ca,
         health_check,
     })
@@ -683,4 +724,32 @@ fn route(
         auth: auth?,
         require,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_log_filter;
+
+    #[test]
+    fn a_log_level_is_a_level_or_directives_with_levels() {
+        for ok in [
+            "info",
+            "DEBUG",
+            "off",
+            "info,portcullis::access=warn",
+            "warn,hyper=error",
+        ] {
+            assert!(is_log_filter(ok), "{ok}");
+        }
+        for bad in [
+            "verbose",
+            "",
+            "info,verbose",
+            "portcullis=loud",
+            "=info",
+            "info,",
+        ] {
+            assert!(!is_log_filter(bad), "{bad}");
+        }
+    }
 }

@@ -3,9 +3,9 @@
 //! background work (health checks, closing long-idle connections) that stops when the
 //! snapshot that owns the upstream is dropped.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response};
@@ -43,13 +43,19 @@ pub struct TargetRt {
     /// The Host header for requests that arrive without one.
     host: HeaderValue,
     pool: Arc<Pool>,
+    /// The last active health check passed (always true without health checks).
     healthy: AtomicBool,
+    /// Connect failures in a row (passive health).
+    failures: AtomicU32,
+    /// Out of rotation until this many milliseconds after the upstream's `epoch` (0: in).
+    down_until: AtomicU64,
 }
 
 impl TargetRt {
-    /// Whether the last health check passed (always true without health checks).
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+    /// Whether the target takes requests: its active check passed and it is not out after
+    /// `max_fails` connect failures.
+    pub fn is_healthy(&self, now_ms: u64) -> bool {
+        self.healthy.load(Ordering::Relaxed) && self.down_until.load(Ordering::Relaxed) <= now_ms
     }
 }
 
@@ -66,6 +72,13 @@ pub struct UpstreamRt {
     pub counters: UpstreamCounters,
     next: AtomicUsize,
     health_check: Option<HealthCheck>,
+    /// Passive health: failures that take a target out, and for how long.
+    max_fails: u32,
+    fail_timeout: Duration,
+    /// Time base of `down_until` and `last_warn`.
+    epoch: Instant,
+    /// Second (after `epoch`, plus one) of the last failure logged at warn.
+    last_warn: AtomicU64,
 }
 
 impl UpstreamRt {
@@ -106,6 +119,8 @@ impl UpstreamRt {
                     host,
                     pool: Arc::new(Pool::new(cfg.max_connections)),
                     healthy: AtomicBool::new(true),
+                    failures: AtomicU32::new(0),
+                    down_until: AtomicU64::new(0),
                 })
             })
             .collect::<Result<_, UpstreamError>>()?;
@@ -117,7 +132,84 @@ impl UpstreamRt {
             counters,
             next: AtomicUsize::new(0),
             health_check: cfg.health_check.clone(),
+            max_fails: cfg.max_fails,
+            fail_timeout: cfg.fail_timeout,
+            epoch: Instant::now(),
+            last_warn: AtomicU64::new(0),
         })
+    }
+
+    /// Milliseconds since `epoch`.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Targets taking requests now.
+    pub fn healthy_targets(&self) -> usize {
+        let now = self.now_ms();
+        self.targets.iter().filter(|t| t.is_healthy(now)).count()
+    }
+
+    /// Publishes the healthy-target count.
+    fn publish_health(&self) {
+        self.counters
+            .healthy
+            .set(i64::try_from(self.healthy_targets()).unwrap_or(i64::MAX));
+    }
+
+    /// Passive health: a connect failure; the `max_fails`-th in a row takes the target out
+    /// for `fail_timeout` (and each one after it, while it stays out, starts that again).
+    fn connect_failed(&self, t: &TargetRt) {
+        let n = t.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        if self.max_fails == 0 || n < self.max_fails {
+            return;
+        }
+        let now = self.now_ms();
+        let until =
+            now.saturating_add(u64::try_from(self.fail_timeout.as_millis()).unwrap_or(u64::MAX));
+        let was_in = t.down_until.swap(until, Ordering::Relaxed) <= now;
+        if was_in {
+            tracing::warn!(
+                upstream.name = %self.name,
+                upstream.target = %t.authority,
+                failures = n,
+                out_for_s = self.fail_timeout.as_secs_f64(),
+                "upstream target out of rotation after connect failures"
+            );
+            self.publish_health();
+        }
+    }
+
+    /// Passive health: the target was reached; its failure count starts again.
+    fn connected(&self, t: &TargetRt) {
+        if t.failures.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        t.failures.store(0, Ordering::Relaxed);
+        if t.down_until.swap(0, Ordering::Relaxed) != 0 {
+            tracing::warn!(
+                upstream.name = %self.name,
+                upstream.target = %t.authority,
+                "upstream target back in rotation"
+            );
+            self.publish_health();
+        }
+    }
+
+    /// Logs a failed upstream exchange at warn, at most once a second per upstream (the
+    /// metrics count every one), so a dead upstream cannot flood the log.
+    pub fn log_failure(&self, request_id: &str, target: &TargetRt, reason: &dyn std::fmt::Display) {
+        let second = self.epoch.elapsed().as_secs().saturating_add(1);
+        if self.last_warn.swap(second, Ordering::Relaxed) == second {
+            return;
+        }
+        tracing::warn!(
+            request_id,
+            upstream.name = %self.name,
+            upstream.target = %target.authority,
+            error = %reason,
+            "upstream request failed"
+        );
     }
 
     /// Next target by round robin, skipping unhealthy ones (all unhealthy: plain round robin,
@@ -128,9 +220,10 @@ impl UpstreamRt {
             return self.targets.first();
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = self.now_ms();
         (0..n)
             .map(|i| &self.targets[(start + i) % n])
-            .find(|t| t.is_healthy())
+            .find(|t| t.is_healthy(now))
             .or_else(|| self.targets.get(start % n.max(1)))
     }
 
@@ -148,18 +241,25 @@ impl UpstreamRt {
             dialer: &self.dialer,
             timeout: self.timeout,
         };
-        endpoint.send(req).await
+        let result = endpoint.send(req).await;
+        match &result {
+            Err(SendError::Connect(_)) => self.connect_failed(target),
+            Err(SendError::Busy) => {}
+            Ok(_) | Err(SendError::Exchange(_)) => self.connected(target),
+        }
+        result
     }
 
     /// Whether at least one target is healthy (for `/readyz`).
     pub fn any_healthy(&self) -> bool {
-        self.targets.iter().any(TargetRt::is_healthy)
+        self.healthy_targets() > 0
     }
 
     /// Starts the background work, which ends when the upstream is dropped: every
     /// `pool::PURGE_INTERVAL`, closing connections idle for longer than `pool::IDLE_TIMEOUT`
     /// and half of a burst's surplus; and health checks.
     pub fn start(self: &Arc<Self>) {
+        self.publish_health();
         let weak: Weak<Self> = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(pool::PURGE_INTERVAL);
@@ -169,6 +269,8 @@ impl UpstreamRt {
                 for t in &up.targets {
                     t.pool.reap(pool::IDLE_TIMEOUT, pool::PURGE_INTERVAL);
                 }
+                // A target whose `fail_timeout` ran out is counted back in.
+                up.publish_health();
             }
         });
         let Some(hc) = self.health_check.clone() else {
@@ -183,7 +285,8 @@ impl UpstreamRt {
                 for t in &up.targets {
                     let ok = up.probe(t, &hc).await;
                     if t.healthy.swap(ok, Ordering::Relaxed) != ok {
-                        tracing::warn!(upstream.name = %up.name, target = %t.authority, healthy = ok, "upstream target health changed");
+                        tracing::warn!(upstream.name = %up.name, upstream.target = %t.authority, healthy = ok, "upstream target health changed");
+                        up.publish_health();
                     }
                 }
             }

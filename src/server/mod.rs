@@ -56,7 +56,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         );
     }
     let snapshot = Snapshot::build(config, &metrics)?;
-    snapshot.start();
+    snapshot.start(&metrics);
     let shared = Arc::new(Shared::new(snapshot, metrics));
 
     let (stop, stop_rx) = watch::channel(false);

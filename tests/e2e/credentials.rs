@@ -670,6 +670,26 @@ async fn behind_a_trusted_proxy_lockout_counts_the_forwarded_client() {
     );
     let direct = c.get_with("/staff", &[("authorization", &right)]).await;
     assert_eq!(direct.status, 200, "the proxy itself is not locked out");
+    // The access log names the client the lockout counted, and the proxy as the peer.
+    let traced = c
+        .get_with(
+            "/staff",
+            &[
+                ("authorization", &right),
+                ("x-forwarded-for", "203.0.113.6"),
+                ("x-request-id", "xff-access-log-1"),
+            ],
+        )
+        .await;
+    assert_eq!(traced.status, 200);
+    crate::support::eventually("the access line names the forwarded client", async || {
+        crate::support::logs().lines().any(|l| {
+            l.contains("xff-access-log-1")
+                && l.contains(r#""client.ip":"203.0.113.6""#)
+                && l.contains(r#""network.peer.address":"127.0.0.1""#)
+        })
+    })
+    .await;
     gw.shutdown().await;
 }
 

@@ -312,6 +312,19 @@ async fn never_admits_revoked_certificate() {
         .await;
     assert_eq!(status(&gw, &good, "/cn").await, 200);
     assert_handshake_refused(&gw, Some(&revoked), "client_cert_revoked").await;
+    // The client CA's expiry and the CRL's next update are exported for alerting.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    for cert in ["client_ca:portcullis test CA", "crl:portcullis test CA"] {
+        let at = gw
+            .metric(&format!(
+                "portcullis_certificate_expiry_timestamp_seconds{{cert=\"{cert}\"}}"
+            ))
+            .await;
+        assert!(at > now, "{cert}: {at}");
+    }
     gw.shutdown().await;
 }
 

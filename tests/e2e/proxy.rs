@@ -514,9 +514,26 @@ async fn admin_reports_health_readiness_and_metrics() {
         "portcullis_active_connections",
         "portcullis_tls_handshake_errors_total",
         "portcullis_config_reloads_total{result=\"success\"} 0",
+        "portcullis_build_info{version=\"",
+        "portcullis_upstream_duration_seconds_bucket{le=\"0.0005\",upstream=\"echo\"}",
+        "portcullis_upstream_healthy_targets{upstream=\"echo\"} 1",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
     ] {
         assert!(text.contains(family), "missing {family}:\n{text}");
     }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let expiry = gw
+        .metric("portcullis_certificate_expiry_timestamp_seconds{cert=\"server\"}")
+        .await;
+    assert!(
+        expiry > now && expiry < now + 20.0 * 365.0 * 86400.0,
+        "{expiry}"
+    );
     // Admin endpoints are never served on the public listener.
     assert_eq!(gw.client().get("/metrics").await.status, 404);
     assert_eq!(gw.client().get("/healthz").await.status, 404);
@@ -544,6 +561,81 @@ auth = "public"
     .await;
     let r = gw.admin_get("/readyz").await;
     assert!(r.text().contains("checked"), "{}", r.text());
+}
+
+/// Passive health: connect failures in a row take a target out of rotation (readiness and
+/// the healthy-target gauge say so) without any `health_check`; it comes back once it
+/// answers again. Each failure is logged at warn with the request id and the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failures_take_a_target_out_until_it_answers() {
+    // A port nothing listens on, until the test listens on it.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let body = format!(
+        r#"
+[upstreams.flaky]
+targets = ["http://127.0.0.1:{port}"]
+max_fails = 2
+fail_timeout = "300ms"
+
+[authenticators.public]
+kind = "none"
+
+[[routes]]
+match = {{ path_prefix = "/" }}
+upstream = "flaky"
+auth = "public"
+"#
+    );
+    let gw = gateway(&body).start().await;
+    let c = gw.client();
+    assert_eq!(gw.admin_get("/readyz").await.status, 200);
+    let healthy = "portcullis_upstream_healthy_targets{upstream=\"flaky\"}";
+    assert_eq!(gw.metric(healthy).await, 1.0);
+    for i in 0..2 {
+        let r = c
+            .get_with("/x", &[("x-request-id", &format!("passive-health-{i}"))])
+            .await;
+        assert_eq!(r.status, 502);
+    }
+    let r = gw.admin_get("/readyz").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("flaky"), "{}", r.text());
+    assert_eq!(gw.metric(healthy).await, 0.0);
+    let logs = crate::support::logs();
+    assert!(
+        logs.lines().any(|l| l.contains("upstream request failed")
+            && l.contains("passive-health-0")
+            && l.contains("flaky")
+            && l.contains("connect")),
+        "the first failure is logged with its request id and reason"
+    );
+    // The upstream comes up; once `fail_timeout` has passed it is tried, and answers.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"back")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    crate::support::eventually("readyz 200 again", async || {
+        gw.admin_get("/readyz").await.status == 200
+    })
+    .await;
+    assert_eq!(c.get("/x").await.status, 200);
+    assert_eq!(gw.metric(healthy).await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
