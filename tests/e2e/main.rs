@@ -13,6 +13,7 @@ mod support;
 mod cli;
 mod config;
 mod credentials;
+mod examples;
 mod hardening;
 mod mtls;
 mod proxy;
