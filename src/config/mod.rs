@@ -303,13 +303,15 @@ pub fn load_str(path: &Path, src: &str) -> Result<Config, ConfigError> {
 }
 
 /// Deserializes one section, recording a problem with the exact key path on failure.
-/// Every unknown key of the section's own table is reported (serde stops at the first),
-/// and the rest of the section is still read, so its other problems show too.
+/// Every problem with a key of the section's own table is reported (serde stops at the
+/// first): the key is dropped and the rest read again, so the section's other problems,
+/// and what is checked after it, show too.
 pub(crate) fn section<T: DeserializeOwned>(
     problems: &mut Problems,
     base: &str,
     mut value: toml::Value,
 ) -> Option<T> {
+    let mut dropped: Vec<String> = Vec::new();
     loop {
         let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
             Ok(v) => return Some(v),
@@ -317,31 +319,43 @@ pub(crate) fn section<T: DeserializeOwned>(
         };
         let inner = e.path().to_string();
         let mut msg = without_string_value(e.inner().message().trim());
+        // A key dropped for a bad value is not also "missing".
+        if dropped
+            .iter()
+            .any(|k| msg == format!("missing field `{k}`"))
+        {
+            return None;
+        }
         let mut path = match (base.is_empty(), inner.as_str()) {
             (_, ".") => base.to_string(),
             (true, p) => p.to_string(),
             (false, p) if p.starts_with('[') => format!("{base}{p}"),
             (false, p) => format!("{base}.{p}"),
         };
+        // The key of this table whose own value is at fault, if any (a problem deeper
+        // down ends the section, so that dropping the key adds no "missing" problem).
+        let mut key: Option<String> = Some(inner.clone())
+            .filter(|k| !k.is_empty() && *k != "?" && *k != "." && !k.contains(['.', '[']));
         // serde reports unknown fields at the parent; name the key itself.
-        let mut unknown_here = None;
         if let Some(rest) = msg.strip_prefix("unknown field `") {
             if let Some(end) = rest.find('`') {
-                let key = rest[..end].to_string();
+                let unknown = rest[..end].to_string();
                 if path.is_empty() {
-                    path = key.clone();
-                } else if !path.ends_with(&key) {
-                    path = format!("{path}.{key}");
+                    path = unknown.clone();
+                } else if !path.ends_with(&unknown) {
+                    path = format!("{path}.{unknown}");
                 }
-                msg = format!("unknown key `{key}`{}", &rest[end + 1..]);
-                if inner == "." || inner == key {
-                    unknown_here = Some(key);
+                msg = format!("unknown key `{unknown}`{}", &rest[end + 1..]);
+                if inner == "." || inner == unknown {
+                    key = Some(unknown);
                 }
             }
         }
         problems.push(path, msg);
-        // Read again without it; anything else ends the section.
-        value.as_table_mut()?.remove(&unknown_here?)?;
+        // Read again without that key; anything else ends the section.
+        let key = key?;
+        value.as_table_mut()?.remove(&key)?;
+        dropped.push(key);
     }
 }
 
@@ -388,6 +402,34 @@ mod tests {
         assert_eq!(
             without_string_value("missing field `x`"),
             "missing field `x`"
+        );
+    }
+
+    /// A bad value no longer hides the rest of its section, nor what is checked after it
+    /// (`shutdown_grace = "forever"` used to hide a bad `min_version`).
+    #[test]
+    fn every_problem_of_a_section_is_reported() {
+        let src = "[server]\nshutdown_grace = \"forever\"\nworkers = \"many\"\n\n\
+                   [server.tls]\ncert = \"none.crt\"\nkey = \"none.key\"\nmin_version = \"1.1\"\n\n\
+                   [upstreams.app]\ntargets = [\"http://127.0.0.1:1\"]\ntimeout = \"soon\"\nmax_connections = 0\n\n\
+                   [authenticators.public]\nkind = \"none\"\n\n\
+                   [[routes]]\nmatch = { path_prefix = \"/\" }\nupstream = \"app\"\nauth = \"public\"\n";
+        let Err(e) = load_str(Path::new("c.toml"), src) else {
+            panic!("accepted");
+        };
+        let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "server.shutdown_grace",
+                "server.workers",
+                "server.tls.cert",
+                "server.tls.key",
+                "server.tls.min_version",
+                "upstreams.app.timeout",
+                "upstreams.app.max_connections",
+            ],
+            "{e}"
         );
     }
 
