@@ -6,7 +6,7 @@ use std::time::Duration;
 use base64::Engine;
 use portcullis::credentials::{api_key_hash, hash_password, new_api_key};
 
-use crate::support::{Gateway, basic, eventually, gateway};
+use crate::support::{Gateway, PUBLIC, basic, eventually, gateway};
 
 const CHALLENGE: &str = "Basic realm=\"staff\", charset=\"UTF-8\"";
 const HASHES: &str = "portcullis_password_hashes_total";
@@ -15,15 +15,12 @@ fn argon(pw: &str) -> String {
     hash_password(pw, 1024, 1, 1).unwrap()
 }
 
-/// Config with a basic `staff` (alice: argon2id, bob: bcrypt), an api_key `partners`
-/// (header) and `partners_q` (query), and routes over them.
+/// Config with the public route, a basic `staff` (alice: argon2id, bob: bcrypt), an
+/// api_key `partners` (header) and `partners_q` (query), and routes over them.
 fn body(alice_pw: &str, key: &str, extra: &str) -> String {
     let bob = bcrypt::hash("bob-secret-pw", 4).unwrap();
     format!(
-        r#"
-[authenticators.public]
-kind = "none"
-
+        r#"{PUBLIC}
 [authenticators.staff]
 kind = "basic"
 users = {{ alice = "{alice}", bob = "{bob}" }}
@@ -41,12 +38,6 @@ query = "api_key"
 keys = [{{ id = "acme-q", hash = "{kh}" }}]
 
 {extra}
-
-[[routes]]
-name = "public"
-match = {{ path_prefix = "/public" }}
-upstream = "echo"
-auth = "public"
 
 [[routes]]
 name = "staff"

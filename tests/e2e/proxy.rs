@@ -2,27 +2,25 @@
 
 use http::Method;
 
-use crate::support::{Gateway, eventually, gateway, read_response};
+use crate::support::{
+    Gateway, PUBLIC, eventually, gateway, next_head, raw_upstream, read_response,
+};
 
-const PUBLIC: &str = r#"
-[authenticators.public]
-kind = "none"
-
-[[routes]]
-name = "public"
-match = { path_prefix = "/public" }
-upstream = "echo"
-auth = "public"
-
+/// The public route, and `orders` for GET only.
+fn public_and_orders() -> String {
+    format!(
+        r#"{PUBLIC}
 [[routes]]
 name = "orders"
-match = { path_prefix = "/orders", methods = ["GET"] }
+match = {{ path_prefix = "/orders", methods = ["GET"] }}
 upstream = "echo"
 auth = "public"
-"#;
+"#
+    )
+}
 
 async fn start() -> Gateway {
-    gateway(PUBLIC).start().await
+    gateway(&public_and_orders()).start().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,7 +192,7 @@ async fn regenerates_invalid_request_ids() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_forwarded_for_only_for_trusted_proxies() {
-    let gw = gateway(PUBLIC)
+    let gw = gateway(&public_and_orders())
         .server("trusted_proxies = [\"127.0.0.0/8\"]")
         .start()
         .await;
@@ -210,7 +208,7 @@ async fn appends_forwarded_for_only_for_trusted_proxies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enforces_body_limit_by_length_and_while_streaming() {
-    let gw = gateway(PUBLIC)
+    let gw = gateway(&public_and_orders())
         .tls_extra("[server.limits]\nmax_body_bytes = \"1KiB\"")
         .start()
         .await;
@@ -472,7 +470,7 @@ async fn parked_keep_alive_connections_serve_their_next_request() {
 async fn closes_idle_keep_alive_connections_after_idle_timeout() {
     use std::time::{Duration, Instant};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let gw = gateway(PUBLIC)
+    let gw = gateway(&public_and_orders())
         .tls_extra("[server.limits]\nidle_timeout = \"1500ms\"")
         .start()
         .await;
@@ -643,7 +641,7 @@ async fn reload_swaps_routes_and_rejects_broken_config() {
     let mut gw = start().await;
     let c = gw.client();
     assert_eq!(c.get("/fresh/x").await.status, 404);
-    let next = PUBLIC.replace("path_prefix = \"/orders\"", "path_prefix = \"/fresh\"");
+    let next = public_and_orders().replace("path_prefix = \"/orders\"", "path_prefix = \"/fresh\"");
     gw.rewrite_and_reload(&next).await.unwrap();
     assert_eq!(c.get("/fresh/x").await.status, 200);
     assert_eq!(c.get("/orders/x").await.status, 404);
@@ -785,7 +783,7 @@ async fn refuses_https_upstream_with_an_untrusted_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closes_connections_that_never_send_a_request() {
     use tokio::io::AsyncReadExt;
-    let gw = gateway(PUBLIC)
+    let gw = gateway(&public_and_orders())
         .tls_extra("[server.limits]\nheader_read_timeout = \"300ms\"\nidle_timeout = \"300ms\"")
         .start()
         .await;
@@ -862,47 +860,6 @@ auth = "public"
             .await
             .starts_with("HTTP/1.1 400")
     );
-}
-
-/// A raw upstream on loopback: `serve` runs for each connection; the count is of
-/// connections accepted.
-async fn raw_upstream<F, Fut>(
-    serve: F,
-) -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-)
-where
-    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            tokio::spawn(serve(s));
-        }
-    });
-    (addr, accepted)
-}
-
-/// The next request head off `s` (bytes after it stay in `buf`); `None` once closed.
-async fn next_head(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<String> {
-    use tokio::io::AsyncReadExt;
-    loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head: Vec<u8> = buf.drain(..i + 4).collect();
-            return Some(String::from_utf8_lossy(&head).into_owned());
-        }
-        let mut chunk = [0u8; 4096];
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
 }
 
 /// A raw HTTP/1.1 upstream that counts its connections. It answers every request with
@@ -1011,15 +968,7 @@ async fn http2_streams_each_chunk_without_waiting_for_the_next() {
         s.write_all(b"5\r\nlast\n\r\n0\r\n\r\n").await.unwrap();
     });
     let gw = gateway(&raw_upstream_routes(addr)).start().await;
-    let cfg = crate::support::tls_client_config(&gw.pki.ca, None, &[b"h2"]);
-    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
-        .connect(
-            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap();
+    let tls = gw.tls(b"h2").await;
     let (mut send, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(tls),

@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -20,7 +21,20 @@ use portcullis::echo::EchoServer;
 use portcullis::server::Running;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
+
+/// The `public` authenticator (kind `none`) and the route `/public` to the echo upstream
+/// with it.
+pub const PUBLIC: &str = r#"
+[authenticators.public]
+kind = "none"
+
+[[routes]]
+name = "public"
+match = { path_prefix = "/public" }
+upstream = "echo"
+auth = "public"
+"#;
 
 /// Captured log output of the whole test binary.
 static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
@@ -348,14 +362,29 @@ impl Gateway {
             .unwrap_or(0.0)
     }
 
-    /// Opens a raw TLS connection (HTTP/1.1 ALPN) for hand-written bytes.
-    pub async fn raw_tls(&self) -> tokio_rustls::client::TlsStream<TcpStream> {
-        let cfg = tls_client_config(&self.pki.ca, None, &[b"http/1.1"]);
-        let tcp = TcpStream::connect(self.addr).await.unwrap();
+    /// Opens a TLS connection trusting `trust`, presenting `id` and offering `alpn`; the
+    /// handshake's failure is returned.
+    pub async fn tls_connect(
+        &self,
+        trust: &Ca,
+        id: Option<&Issued>,
+        alpn: &[&[u8]],
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let cfg = tls_client_config(trust, id, alpn);
+        let tcp = TcpStream::connect(self.addr).await?;
         tokio_rustls::TlsConnector::from(Arc::new(cfg))
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
-            .unwrap()
+    }
+
+    /// Opens a TLS connection offering only `alpn`, for hand-written bytes or frames.
+    pub async fn tls(&self, alpn: &[u8]) -> tokio_rustls::client::TlsStream<TcpStream> {
+        self.tls_connect(&self.pki.ca, None, &[alpn]).await.unwrap()
+    }
+
+    /// Opens a raw TLS connection (HTTP/1.1 ALPN) for hand-written bytes.
+    pub async fn raw_tls(&self) -> tokio_rustls::client::TlsStream<TcpStream> {
+        self.tls(b"http/1.1").await
     }
 
     /// Sends raw bytes over a fresh TLS connection and reads until the server closes or
@@ -431,6 +460,41 @@ pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String
         out.extend_from_slice(&buf[..n]);
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A raw upstream on loopback: `serve` runs for each connection; the count is of
+/// connections accepted.
+pub async fn raw_upstream<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicUsize>)
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve(s));
+        }
+    });
+    (addr, accepted)
+}
+
+/// The next request head off `s` (bytes after it stay in `buf`); `None` once closed.
+pub async fn next_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head: Vec<u8> = buf.drain(..i + 4).collect();
+            return Some(String::from_utf8_lossy(&head).into_owned());
+        }
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
 }
 
 fn response_complete(buf: &[u8]) -> bool {
