@@ -9,23 +9,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request};
-use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::support::{Gateway, eventually, gateway, read_response, tls_client_config};
-
-const PUBLIC: &str = r#"
-[authenticators.public]
-kind = "none"
-
-[[routes]]
-name = "public"
-match = { path_prefix = "/public" }
-upstream = "echo"
-auth = "public"
-"#;
+use crate::support::{PUBLIC, eventually, gateway, raw_upstream, read_response};
 
 /// Generous guard for "this must end": far above every deadline the tests configure.
 const GUARD: Duration = Duration::from_secs(10);
@@ -43,32 +31,6 @@ async fn closed_by_peer<S: AsyncRead + Unpin>(s: &mut S, what: &str) {
     }
 }
 
-/// A TLS connection to the gateway offering only `alpn`.
-async fn tls(gw: &Gateway, alpn: &[u8]) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let cfg = tls_client_config(&gw.pki.ca, None, &[alpn]);
-    let tcp = TcpStream::connect(gw.addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-        .unwrap()
-}
-
-/// A raw upstream on loopback running `serve` for each connection.
-async fn raw_upstream<F, Fut>(serve: F) -> SocketAddr
-where
-    F: Fn(TcpStream) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            tokio::spawn(serve(s));
-        }
-    });
-    addr
-}
-
 /// Reads one request head off `s`.
 async fn read_head(s: &mut TcpStream) -> Option<String> {
     let mut head = Vec::new();
@@ -80,6 +42,67 @@ async fn read_head(s: &mut TcpStream) -> Option<String> {
         }
     }
     Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// An upstream answering each request with an endless chunked body of `chunk`-byte
+/// chunks, `pause` apart (`None`: as fast as it can), until the gateway hangs up. Returns
+/// its address and the count of connections so released.
+async fn flood_upstream(chunk: usize, pause: Option<Duration>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let released = Arc::new(AtomicUsize::new(0));
+    let r = released.clone();
+    let (addr, _) = raw_upstream(move |mut s| {
+        let r = r.clone();
+        async move {
+            if read_head(&mut s).await.is_none() {
+                return;
+            }
+            let mut out = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+            let size = format!("{chunk:x}\r\n");
+            let data = vec![b'x'; chunk];
+            loop {
+                out.extend_from_slice(size.as_bytes());
+                out.extend_from_slice(&data);
+                out.extend_from_slice(b"\r\n");
+                if s.write_all(&out).await.is_err() {
+                    r.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                out.clear();
+                if let Some(pause) = pause {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    })
+    .await;
+    (addr, released)
+}
+
+/// Streams a 256 KiB chunked body (32 chunks of 8 KiB) on `s`, whose request head is
+/// sent, and returns the answer read meanwhile, which must come within 5 s; the writer
+/// stops at the first failed write or once the answer is in.
+async fn answer_to_big_chunked_body<S>(s: S, what: &str) -> String
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut rd, mut wr) = tokio::io::split(s);
+    let writer = tokio::spawn(async move {
+        let chunk = [b'a'; 8 * 1024];
+        for _ in 0..32 {
+            if wr.write_all(b"2000\r\n").await.is_err()
+                || wr.write_all(&chunk).await.is_err()
+                || wr.write_all(b"\r\n").await.is_err()
+            {
+                return;
+            }
+        }
+        let _ = wr.write_all(b"0\r\n\r\n").await;
+    });
+    let resp = tokio::time::timeout(Duration::from_secs(5), read_response(&mut rd))
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer in time"));
+    writer.abort();
+    resp
 }
 
 fn upstream_route(name: &str, addr: SocketAddr, upstream_extra: &str) -> String {
@@ -100,8 +123,8 @@ async fn silent_http2_connections_are_closed_within_the_header_timeout() {
         .tls_extra("[server.limits]\nheader_read_timeout = \"300ms\"\nmax_connections = 2")
         .start()
         .await;
-    let mut silent = tls(&gw, b"h2").await;
-    let mut preface_only = tls(&gw, b"h2").await;
+    let mut silent = gw.tls(b"h2").await;
+    let mut preface_only = gw.tls(b"h2").await;
     // The client preface and an empty SETTINGS frame, then nothing.
     preface_only
         .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
@@ -130,7 +153,7 @@ async fn http2_streams_per_connection_are_capped() {
             .tls_extra(&format!("[server.limits]\n{limits}"))
             .start()
             .await;
-        let io = tls(&gw, b"h2").await;
+        let io = gw.tls(b"h2").await;
         let (mut send, conn) = h2::client::handshake(io).await.unwrap();
         let mut conn = Box::pin(conn);
         // The server's SETTINGS arrive with the first exchange.
@@ -150,43 +173,20 @@ async fn http2_streams_per_connection_are_capped() {
 /// for `idle_timeout`: the client connection is closed and the upstream one released.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_releases_its_upstream_connection() {
-    let released = Arc::new(AtomicUsize::new(0));
-    let r = released.clone();
-    // An endless chunked body, until the gateway hangs up.
-    let flood = raw_upstream(move |mut s| {
-        let r = r.clone();
-        async move {
-            if read_head(&mut s).await.is_none() {
-                return;
-            }
-            let mut out = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
-            let chunk = [b'x'; 16 * 1024];
-            loop {
-                out.extend_from_slice(b"4000\r\n");
-                out.extend_from_slice(&chunk);
-                out.extend_from_slice(b"\r\n");
-                if s.write_all(&out).await.is_err() {
-                    r.fetch_add(1, Ordering::SeqCst);
-                    return;
-                }
-                out.clear();
-            }
-        }
-    })
-    .await;
+    let (flood, released) = flood_upstream(16 * 1024, None).await;
     let gw = gateway(&upstream_route("flood", flood, ""))
         .tls_extra("[server.limits]\nidle_timeout = \"400ms\"")
         .start()
         .await;
 
     // HTTP/1.1: the request goes out, the response is never read.
-    let mut h1 = tls(&gw, b"http/1.1").await;
+    let mut h1 = gw.tls(b"http/1.1").await;
     h1.write_all(b"GET /flood/x HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
 
     // HTTP/2: a stream window of zero, so not one body byte may be sent.
-    let io = tls(&gw, b"h2").await;
+    let io = gw.tls(b"h2").await;
     let (mut send, conn) = h2::client::Builder::new()
         .initial_window_size(0)
         .handshake::<_, Bytes>(io)
@@ -214,35 +214,13 @@ async fn a_client_that_stops_reading_releases_its_upstream_connection() {
 /// another one flowing; the stalled one ends the connection after `idle_timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_http2_stream_is_not_shielded_by_a_flowing_one() {
-    let released = Arc::new(AtomicUsize::new(0));
-    let r = released.clone();
-    let flood = raw_upstream(move |mut s| {
-        let r = r.clone();
-        async move {
-            if read_head(&mut s).await.is_none() {
-                return;
-            }
-            let mut out = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
-            loop {
-                out.extend_from_slice(b"400\r\n");
-                out.extend_from_slice(&[b'x'; 1024]);
-                out.extend_from_slice(b"\r\n");
-                if s.write_all(&out).await.is_err() {
-                    r.fetch_add(1, Ordering::SeqCst);
-                    return;
-                }
-                out.clear();
-                // A steady trickle, so the flowing stream keeps moving.
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    })
-    .await;
+    // A steady trickle, so the flowing stream keeps moving.
+    let (flood, released) = flood_upstream(1024, Some(Duration::from_millis(5))).await;
     let gw = gateway(&upstream_route("flood", flood, ""))
         .tls_extra("[server.limits]\nidle_timeout = \"500ms\"")
         .start()
         .await;
-    let io = tls(&gw, b"h2").await;
+    let io = gw.tls(b"h2").await;
     // A wide connection window, so the stalled stream's unread bytes do not block the other.
     let (mut send, conn) = h2::client::Builder::new()
         .initial_connection_window_size(64 * 1024 * 1024)
@@ -292,12 +270,10 @@ async fn a_stalled_http2_stream_is_not_shielded_by_a_flowing_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_target_connection_cap_answers_503_after_a_bounded_wait() {
     let release = Arc::new(Notify::new());
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let (rel, acc) = (release.clone(), accepted.clone());
-    let held = raw_upstream(move |mut s| {
-        let (rel, acc) = (rel.clone(), acc.clone());
+    let rel = release.clone();
+    let (held, accepted) = raw_upstream(move |mut s| {
+        let rel = rel.clone();
         async move {
-            acc.fetch_add(1, Ordering::SeqCst);
             while read_head(&mut s).await.is_some() {
                 rel.notified().await;
                 if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
@@ -354,7 +330,7 @@ async fn the_per_target_connection_cap_answers_503_after_a_bounded_wait() {
 /// held the client forever. The upstream `timeout` bounds each wait for more body bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_stalls_inside_its_body_is_cut_off() {
-    let stall = raw_upstream(|mut s| async move {
+    let (stall, _) = raw_upstream(|mut s| async move {
         if read_head(&mut s).await.is_some() {
             let _ = s
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
@@ -391,36 +367,20 @@ async fn an_oversized_chunked_upload_is_answered_413_at_once() {
         .start()
         .await;
     for round in 0..8 {
-        let mut s = tls(&gw, b"http/1.1").await;
+        let mut s = gw.tls(b"http/1.1").await;
         s.write_all(
             b"POST /public/up HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n",
         )
         .await
         .unwrap();
-        let (mut rd, mut wr) = tokio::io::split(s);
-        let writer = tokio::spawn(async move {
-            let chunk = [b'a'; 8 * 1024];
-            for _ in 0..32 {
-                if wr.write_all(b"2000\r\n").await.is_err()
-                    || wr.write_all(&chunk).await.is_err()
-                    || wr.write_all(b"\r\n").await.is_err()
-                {
-                    return;
-                }
-            }
-            let _ = wr.write_all(b"0\r\n\r\n").await;
-        });
-        let resp = tokio::time::timeout(Duration::from_secs(5), read_response(&mut rd))
-            .await
-            .unwrap_or_else(|_| panic!("round {round}: no answer in time"));
+        let resp = answer_to_big_chunked_body(s, &format!("round {round}")).await;
         assert!(resp.starts_with("HTTP/1.1 413"), "round {round}: {resp}");
-        writer.abort();
     }
     // The same over HTTP/2 (curl's default over TLS): DATA frames with no length declared,
     // and as curl does for an upload of unknown size, over HTTP/1.1 with
     // `Expect: 100-continue`.
     for round in 0..8 {
-        let io = tls(&gw, b"h2").await;
+        let io = gw.tls(b"h2").await;
         let (mut send, conn) = h2::client::handshake(io).await.unwrap();
         tokio::spawn(conn);
         let req = Request::post("https://localhost/public/up")
@@ -451,7 +411,7 @@ async fn an_oversized_chunked_upload_is_answered_413_at_once() {
         writer.abort();
     }
     for round in 0..8 {
-        let mut s = tls(&gw, b"http/1.1").await;
+        let mut s = gw.tls(b"http/1.1").await;
         s.write_all(b"POST /public/up HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n")
             .await
             .unwrap();
@@ -467,27 +427,11 @@ async fn an_oversized_chunked_upload_is_answered_413_at_once() {
         }
         let interim = String::from_utf8_lossy(&got).into_owned();
         assert!(interim.starts_with("HTTP/1.1 100"), "{interim}");
-        let (mut rd, mut wr) = tokio::io::split(s);
-        let writer = tokio::spawn(async move {
-            let chunk = [b'a'; 8 * 1024];
-            for _ in 0..32 {
-                if wr.write_all(b"2000\r\n").await.is_err()
-                    || wr.write_all(&chunk).await.is_err()
-                    || wr.write_all(b"\r\n").await.is_err()
-                {
-                    return;
-                }
-            }
-            let _ = wr.write_all(b"0\r\n\r\n").await;
-        });
-        let resp = tokio::time::timeout(Duration::from_secs(5), read_response(&mut rd))
-            .await
-            .unwrap_or_else(|_| panic!("expect round {round}: no answer in time"));
+        let resp = answer_to_big_chunked_body(s, &format!("expect round {round}")).await;
         assert!(
             resp.starts_with("HTTP/1.1 413"),
             "expect round {round}: {resp}"
         );
-        writer.abort();
     }
 }
 
@@ -499,7 +443,7 @@ async fn websocket_tunnels_count_as_connections_and_close_when_idle() {
         .tls_extra("[server.limits]\nmax_connections = 1\ntunnel_idle_timeout = \"600ms\"")
         .start()
         .await;
-    let mut ws = tls(&gw, b"http/1.1").await;
+    let mut ws = gw.tls(b"http/1.1").await;
     ws.write_all(b"GET /public/ws HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
         .await
         .unwrap();
@@ -559,7 +503,7 @@ async fn userinfo_in_the_authority_is_refused() {
 /// value (an HTTP/2 client refuses a list, and an upstream may read it either way).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_content_length_is_forwarded_as_one_value() {
-    let dup = raw_upstream(|mut s| async move {
+    let (dup, _) = raw_upstream(|mut s| async move {
         while let Some(head) = read_head(&mut s).await {
             let answer: &[u8] = if head.contains("/dup/list") {
                 b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\nhello"
@@ -583,7 +527,7 @@ async fn a_repeated_content_length_is_forwarded_as_one_value() {
         }
     }
     // An HTTP/2 request with two spellings of one length reaches the upstream as one.
-    let io = tls(&gw, b"h2").await;
+    let io = gw.tls(b"h2").await;
     let (mut send, conn) = h2::client::handshake(io).await.unwrap();
     tokio::spawn(conn);
     let req = Request::post("https://localhost/public/cl")
@@ -667,7 +611,7 @@ async fn a_raw_fragment_in_the_target_is_refused() {
         assert!(resp.starts_with("HTTP/1.1 400"), "{target}: {resp}");
     }
     // On a keep-alive connection, split over two writes, between good requests.
-    let mut s = tls(&gw, b"http/1.1").await;
+    let mut s = gw.tls(b"http/1.1").await;
     s.write_all(b"GET /public/a HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
         .unwrap();
