@@ -2,107 +2,63 @@
 //! usage), the `mtls` allow-list in every form, the XFCC header the upstream sees,
 //! combinations with other methods, HTTP/2, and certificate rotation by reload.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portcullis::certs::{Ca, ClientSpec, Issued};
-use rustls::pki_types::ServerName;
 use time::OffsetDateTime;
-use tokio::net::TcpStream;
 
-use crate::support::{Gateway, Pki, eventually, gateway, tls_client_config};
+use crate::support::{Gateway, PUBLIC, Pki, eventually, gateway};
 
 const OPTIONAL: &str = "[server.tls.client_auth]\nca = \"{dir}/ca.crt\"\nmode = \"optional\"";
 const REQUIRED: &str = "[server.tls.client_auth]\nca = \"{dir}/ca.crt\"\nmode = \"required\"";
 
-/// One route per allow-list form; `{pin}` is replaced by a fingerprint.
-const ALLOW: &str = r#"
-[authenticators.public]
-kind = "none"
+/// The allow-list forms: the authenticator, its one allow-list entry, and the route
+/// (name, path prefix) it guards.
+const FORMS: [(&str, &str, &str, &str); 8] = [
+    ("by_cn", "CN=billing", "cn", "/cn"),
+    ("by_dns", "DNS:reports.internal", "dns", "/dns"),
+    (
+        "by_dns_wildcard",
+        "DNS:*.svc.internal",
+        "dns-wildcard",
+        "/dnswild",
+    ),
+    ("by_uri", "URI:spiffe://example.org/billing", "uri", "/uri"),
+    (
+        "by_uri_wildcard",
+        "URI:spiffe://example.org/ns/prod/*",
+        "uri-wildcard",
+        "/uriwild",
+    ),
+    ("by_email", "EMAIL:ops@example.org", "email", "/email"),
+    ("by_pin", "SHA256:{pin}", "pin", "/pin"),
+    ("any_cert", "*", "any-cert", "/anycert"),
+];
 
-[authenticators.by_cn]
+/// The public route, one route per allow-list form (`pin` is the fingerprint `by_pin`
+/// allows), and `all` and `either` over `by_uri` and `public`.
+fn allow_config(pin: &str) -> String {
+    let mut body = PUBLIC.to_string();
+    for (authenticator, allow, route, prefix) in FORMS {
+        let allow = allow.replace("{pin}", pin);
+        body.push_str(&format!(
+            r#"
+[authenticators.{authenticator}]
 kind = "mtls"
-allow = ["CN=billing"]
-
-[authenticators.by_dns]
-kind = "mtls"
-allow = ["DNS:reports.internal"]
-
-[authenticators.by_dns_wildcard]
-kind = "mtls"
-allow = ["DNS:*.svc.internal"]
-
-[authenticators.by_uri]
-kind = "mtls"
-allow = ["URI:spiffe://example.org/billing"]
-
-[authenticators.by_uri_wildcard]
-kind = "mtls"
-allow = ["URI:spiffe://example.org/ns/prod/*"]
-
-[authenticators.by_email]
-kind = "mtls"
-allow = ["EMAIL:ops@example.org"]
-
-[authenticators.by_pin]
-kind = "mtls"
-allow = ["SHA256:{pin}"]
-
-[authenticators.any_cert]
-kind = "mtls"
-allow = ["*"]
+allow = ["{allow}"]
 
 [[routes]]
-name = "cn"
-match = { path_prefix = "/cn" }
+name = "{route}"
+match = {{ path_prefix = "{prefix}" }}
 upstream = "echo"
-auth = "by_cn"
-
-[[routes]]
-name = "dns"
-match = { path_prefix = "/dns" }
-upstream = "echo"
-auth = "by_dns"
-
-[[routes]]
-name = "dns-wildcard"
-match = { path_prefix = "/dnswild" }
-upstream = "echo"
-auth = "by_dns_wildcard"
-
-[[routes]]
-name = "uri"
-match = { path_prefix = "/uri" }
-upstream = "echo"
-auth = "by_uri"
-
-[[routes]]
-name = "uri-wildcard"
-match = { path_prefix = "/uriwild" }
-upstream = "echo"
-auth = "by_uri_wildcard"
-
-[[routes]]
-name = "email"
-match = { path_prefix = "/email" }
-upstream = "echo"
-auth = "by_email"
-
-[[routes]]
-name = "pin"
-match = { path_prefix = "/pin" }
-upstream = "echo"
-auth = "by_pin"
-
-[[routes]]
-name = "any-cert"
-match = { path_prefix = "/anycert" }
-upstream = "echo"
-auth = "any_cert"
-
+auth = "{authenticator}"
+"#
+        ));
+    }
+    body.push_str(
+        r#"
 [[routes]]
 name = "all"
 match = { path_prefix = "/all" }
@@ -114,13 +70,10 @@ name = "either"
 match = { path_prefix = "/either" }
 upstream = "echo"
 auth = { any = ["by_uri", "public"] }
-
-[[routes]]
-name = "public"
-match = { path_prefix = "/public" }
-upstream = "echo"
-auth = "public"
-"#;
+"#,
+    );
+    body
+}
 
 fn spec(cn: &str) -> ClientSpec {
     ClientSpec::new(cn)
@@ -146,7 +99,7 @@ fn fingerprint(id: &Issued) -> String {
 async fn allow_gateway() -> (Gateway, Issued) {
     let pki = Pki::new();
     let pinned = issue(&pki, |s| s.common_name = "pinned".into());
-    let body = ALLOW.replace("{pin}", &fingerprint(&pinned));
+    let body = allow_config(&fingerprint(&pinned));
     let gw = gateway(&body).tls_extra(OPTIONAL).pki(pki).start().await;
     (gw, pinned)
 }
@@ -213,7 +166,7 @@ async fn answers_401_without_certificate_on_optional_listener() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admits_valid_certificate_on_required_listener() {
-    let gw = gateway(ALLOW.replace("{pin}", &"ab".repeat(32)).as_str())
+    let gw = gateway(&allow_config(&"ab".repeat(32)))
         .tls_extra(REQUIRED)
         .start()
         .await;
@@ -229,7 +182,7 @@ async fn admits_valid_certificate_on_required_listener() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_handshake_without_certificate_on_required_listener() {
-    let gw = gateway(ALLOW.replace("{pin}", &"ab".repeat(32)).as_str())
+    let gw = gateway(&allow_config(&"ab".repeat(32)))
         .tls_extra(REQUIRED)
         .start()
         .await;
@@ -305,7 +258,7 @@ async fn never_admits_revoked_certificate() {
     let crl = crl_dir.path().join("ca.crl");
     std::fs::write(&crl, pki.ca.crl(&[4242]).unwrap()).unwrap();
     let tls = format!("{OPTIONAL}\ncrls = [\"{}\"]", crl.display());
-    let gw = gateway(ALLOW.replace("{pin}", &"ab".repeat(32)).as_str())
+    let gw = gateway(&allow_config(&"ab".repeat(32)))
         .tls_extra(&tls)
         .pki(pki)
         .start()
@@ -707,7 +660,7 @@ async fn reload_picks_up_new_crl() {
     let crl = crl_dir.path().join("ca.crl");
     std::fs::write(&crl, pki.ca.crl(&[]).unwrap()).unwrap();
     let tls = format!("{OPTIONAL}\ncrls = [\"{}\"]", crl.display());
-    let gw = gateway(ALLOW.replace("{pin}", &"ab".repeat(32)).as_str())
+    let gw = gateway(&allow_config(&"ab".repeat(32)))
         .tls_extra(&tls)
         .pki(pki)
         .start()
@@ -763,22 +716,10 @@ struct H1Conn {
     host: String,
 }
 
-async fn tls_connect(
-    gw: &Gateway,
-    trust: &Ca,
-    id: Option<&Issued>,
-    alpn: &[&[u8]],
-) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let cfg = tls_client_config(trust, id, alpn);
-    let tcp = TcpStream::connect(gw.addr).await?;
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
-}
-
 impl H1Conn {
     async fn connect(gw: &Gateway, trust: &Ca, id: Option<&Issued>) -> Result<Self, String> {
-        let tls = tls_connect(gw, trust, id, &[b"http/1.1"])
+        let tls = gw
+            .tls_connect(trust, id, &[b"http/1.1"])
             .await
             .map_err(|e| e.to_string())?;
         let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
@@ -824,7 +765,7 @@ struct H2Conn {
 
 impl H2Conn {
     async fn connect(gw: &Gateway, trust: &Ca, id: &Issued) -> Self {
-        let tls = tls_connect(gw, trust, Some(id), &[b"h2"]).await.unwrap();
+        let tls = gw.tls_connect(trust, Some(id), &[b"h2"]).await.unwrap();
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
         let (send, conn) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
