@@ -1,7 +1,8 @@
 //! The binary itself: exit codes, subcommands and signals, driven as a user would.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
@@ -17,6 +18,15 @@ fn usage_errors_exit_2() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// Runs `portcullis check --config <config>`.
+fn check(config: &Path) -> Output {
+    Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn check_prints_ok_or_every_problem() {
     let dir = tempfile::tempdir().unwrap();
@@ -26,11 +36,7 @@ fn check_prints_ok_or_every_problem() {
         "[server]\nlisten = [\"127.0.0.1:0\"]\ninsecure_plaintext = true\n[upstreams.a]\ntargets = [\"http://127.0.0.1:1\"]\n[authenticators.p]\nkind = \"none\"\n[[routes]]\nmatch = { path_prefix = \"/\" }\nupstream = \"a\"\nauth = \"p\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&good)
-        .output()
-        .unwrap();
+    let out = check(&good);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -45,11 +51,7 @@ fn check_prints_ok_or_every_problem() {
         "[server]\nlisten = [\"127.0.0.1:0\"]\ninsecure_plaintext = true\n[upstreams.a]\ntargets = [\"http://127.0.0.1:1\"]\n[[routes]]\nmatch = { path_prefix = \"/\" }\nupstream = \"b\"\nauth = \"idpp\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = check(&bad);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = text.lines().collect();
@@ -66,20 +68,16 @@ fn check_prints_ok_or_every_problem() {
         ]
     );
 
-    let out = Command::new(BIN)
-        .args(["check", "--config", "/nonexistent/p.toml"])
-        .output()
-        .unwrap();
+    let out = check(Path::new("/nonexistent/p.toml"));
     assert_eq!(out.status.code(), Some(1));
 }
 
-#[test]
-fn certs_writes_a_dev_pki() {
-    let dir = tempfile::tempdir().unwrap();
+/// Runs `portcullis certs --out <dir> <args>` and asserts that it succeeded.
+fn certs(dir: &Path, args: &[&str]) {
     let out = Command::new(BIN)
         .args(["certs", "--out"])
-        .arg(dir.path())
-        .args(["--host", "api.test"])
+        .arg(dir)
+        .args(args)
         .output()
         .unwrap();
     assert_eq!(
@@ -88,6 +86,12 @@ fn certs_writes_a_dev_pki() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn certs_writes_a_dev_pki() {
+    let dir = tempfile::tempdir().unwrap();
+    certs(dir.path(), &["--host", "api.test"]);
     for f in [
         "ca.crt",
         "ca.key",
@@ -99,22 +103,14 @@ fn certs_writes_a_dev_pki() {
         let text = std::fs::read_to_string(dir.path().join(f)).unwrap();
         assert!(text.starts_with("-----BEGIN"), "{f}");
     }
-    let out = Command::new(BIN)
-        .args(["certs", "--out"])
-        .arg(dir.path())
-        .args([
+    certs(
+        dir.path(),
+        &[
             "--client",
             "billing",
             "--uri",
             "spiffe://example.org/billing",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
     assert!(dir.path().join("billing.crt").exists() && dir.path().join("billing.key").exists());
 }
