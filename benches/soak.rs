@@ -201,6 +201,43 @@ fn main() {
 // ---------------------------------------------------------------------------------------
 // Fixture: certificates, credentials, the identity provider, the echo upstream, configs
 
+/// The routes of both soak configs after the marker route, all to the echo upstream:
+/// name, path prefix, `auth` (a TOML value) and the scope required ("" for none).
+const ROUTES: [(&str, &str, &str, &str); 15] = [
+    ("public", "/public", r#""public""#, ""),
+    ("faults", "/status", r#""public""#, ""),
+    ("die", "/die", r#""public""#, ""),
+    ("slow", "/slow", r#""public""#, ""),
+    ("stream", "/stream", r#""public""#, ""),
+    ("basic", "/basic", r#""staff""#, ""),
+    ("key", "/key", r#""partners""#, "orders:read"),
+    ("jwt", "/jwt", r#""hs""#, "orders:read"),
+    ("jwks", "/jwks", r#""idp""#, ""),
+    ("opaque", "/opaque", r#""opaque""#, ""),
+    ("mtls", "/mtls", r#""services""#, ""),
+    ("both", "/both", r#"{ all = ["services", "staff"] }"#, ""),
+    (
+        "any",
+        "/any",
+        r#"{ any = ["idp", "opaque", "partners"] }"#,
+        "",
+    ),
+    ("big", "/big", r#"{ any = ["partners", "staff"] }"#, ""),
+    ("ws", "/ws", r#""hs""#, ""),
+];
+
+/// A `[[routes]]` table sending `prefix` to the echo upstream; `auth` is a TOML value and
+/// `scope` the scope the route requires ("" for none).
+fn echo_route(name: &str, prefix: &str, auth: &str, scope: &str) -> String {
+    let mut table = format!(
+        "\n[[routes]]\nname = \"{name}\"\nmatch = {{ path_prefix = \"{prefix}\" }}\nupstream = \"echo\"\nauth = {auth}\n"
+    );
+    if !scope.is_empty() {
+        let _ = writeln!(table, "require = {{ scopes = [\"{scope}\"] }}");
+    }
+    table
+}
+
 /// A small xorshift generator: the traffic mix needs no cryptographic randomness.
 struct Rng(u64);
 
@@ -422,6 +459,10 @@ impl Fixture {
                 "max_connections = 512\ntimeout = \"15s\"\n",
             )
         };
+        let mut routes = echo_route("marker", marker, r#""public""#, "");
+        for (name, prefix, auth, scope) in ROUTES {
+            routes.push_str(&echo_route(name, prefix, auth, scope));
+        }
         format!(
             r#"# portcullis soak config {variant_name}
 [server]
@@ -495,104 +536,7 @@ client_secret = "{isecret}"
 kind = "mtls"
 allow = ["URI:{CLIENT_URI}"]
 
-[[routes]]
-name = "marker"
-match = {{ path_prefix = "{marker}" }}
-upstream = "echo"
-auth = "public"
-
-[[routes]]
-name = "public"
-match = {{ path_prefix = "/public" }}
-upstream = "echo"
-auth = "public"
-
-[[routes]]
-name = "faults"
-match = {{ path_prefix = "/status" }}
-upstream = "echo"
-auth = "public"
-
-[[routes]]
-name = "die"
-match = {{ path_prefix = "/die" }}
-upstream = "echo"
-auth = "public"
-
-[[routes]]
-name = "slow"
-match = {{ path_prefix = "/slow" }}
-upstream = "echo"
-auth = "public"
-
-[[routes]]
-name = "stream"
-match = {{ path_prefix = "/stream" }}
-upstream = "echo"
-auth = "public"
-
-[[routes]]
-name = "basic"
-match = {{ path_prefix = "/basic" }}
-upstream = "echo"
-auth = "staff"
-
-[[routes]]
-name = "key"
-match = {{ path_prefix = "/key" }}
-upstream = "echo"
-auth = "partners"
-require = {{ scopes = ["orders:read"] }}
-
-[[routes]]
-name = "jwt"
-match = {{ path_prefix = "/jwt" }}
-upstream = "echo"
-auth = "hs"
-require = {{ scopes = ["orders:read"] }}
-
-[[routes]]
-name = "jwks"
-match = {{ path_prefix = "/jwks" }}
-upstream = "echo"
-auth = "idp"
-
-[[routes]]
-name = "opaque"
-match = {{ path_prefix = "/opaque" }}
-upstream = "echo"
-auth = "opaque"
-
-[[routes]]
-name = "mtls"
-match = {{ path_prefix = "/mtls" }}
-upstream = "echo"
-auth = "services"
-
-[[routes]]
-name = "both"
-match = {{ path_prefix = "/both" }}
-upstream = "echo"
-auth = {{ all = ["services", "staff"] }}
-
-[[routes]]
-name = "any"
-match = {{ path_prefix = "/any" }}
-upstream = "echo"
-auth = {{ any = ["idp", "opaque", "partners"] }}
-
-[[routes]]
-name = "big"
-match = {{ path_prefix = "/big" }}
-upstream = "echo"
-auth = {{ any = ["partners", "staff"] }}
-
-[[routes]]
-name = "ws"
-match = {{ path_prefix = "/ws" }}
-upstream = "echo"
-auth = "hs"
-"#,
+{routes}"#,
             variant_name = if variant == 0 { "A" } else { "B" },
             hrt = HEADER_READ_TIMEOUT.as_secs(),
             idle = IDLE_TIMEOUT.as_secs(),
@@ -635,14 +579,10 @@ targets = ["http://{echo}"]
 [authenticators.public]
 kind = "none"
 
-[[routes]]
-name = "public"
-match = {{ path_prefix = "/" }}
-upstream = "echo"
-auth = "public"
-"#,
+{route}"#,
             max = n + 1000,
             echo = self.echo.addr,
+            route = echo_route("public", "/", r#""public""#, ""),
         )
     }
 
