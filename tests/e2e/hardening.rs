@@ -10,10 +10,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::support::{PUBLIC, eventually, gateway, raw_upstream, read_response};
+use crate::support::{PUBLIC, eventually, gateway, next_head, raw_upstream, read_response};
 
 /// Generous guard for "this must end": far above every deadline the tests configure.
 const GUARD: Duration = Duration::from_secs(10);
@@ -31,19 +30,6 @@ async fn closed_by_peer<S: AsyncRead + Unpin>(s: &mut S, what: &str) {
     }
 }
 
-/// Reads one request head off `s`.
-async fn read_head(s: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut b).await {
-            Ok(1) => head.push(b[0]),
-            _ => return None,
-        }
-    }
-    Some(String::from_utf8_lossy(&head).into_owned())
-}
-
 /// An upstream answering each request with an endless chunked body of `chunk`-byte
 /// chunks, `pause` apart (`None`: as fast as it can), until the gateway hangs up. Returns
 /// its address and the count of connections so released.
@@ -53,7 +39,7 @@ async fn flood_upstream(chunk: usize, pause: Option<Duration>) -> (SocketAddr, A
     let (addr, _) = raw_upstream(move |mut s| {
         let r = r.clone();
         async move {
-            if read_head(&mut s).await.is_none() {
+            if next_head(&mut s, &mut Vec::new()).await.is_none() {
                 return;
             }
             let mut out = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
@@ -274,7 +260,8 @@ async fn the_per_target_connection_cap_answers_503_after_a_bounded_wait() {
     let (held, accepted) = raw_upstream(move |mut s| {
         let rel = rel.clone();
         async move {
-            while read_head(&mut s).await.is_some() {
+            let mut buf = Vec::new();
+            while next_head(&mut s, &mut buf).await.is_some() {
                 rel.notified().await;
                 if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                     .await
@@ -331,7 +318,7 @@ async fn the_per_target_connection_cap_answers_503_after_a_bounded_wait() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_that_stalls_inside_its_body_is_cut_off() {
     let (stall, _) = raw_upstream(|mut s| async move {
-        if read_head(&mut s).await.is_some() {
+        if next_head(&mut s, &mut Vec::new()).await.is_some() {
             let _ = s
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
                 .await;
@@ -504,7 +491,8 @@ async fn userinfo_in_the_authority_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeated_content_length_is_forwarded_as_one_value() {
     let (dup, _) = raw_upstream(|mut s| async move {
-        while let Some(head) = read_head(&mut s).await {
+        let mut buf = Vec::new();
+        while let Some(head) = next_head(&mut s, &mut buf).await {
             let answer: &[u8] = if head.contains("/dup/list") {
                 b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\nhello"
             } else {
