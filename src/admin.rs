@@ -25,6 +25,12 @@ pub(crate) async fn handle(
             "application/json",
             "{\"status\":\"ok\"}".to_string(),
         ),
+        ("GET" | "HEAD", "/readyz") if shared.draining.load(Ordering::Acquire) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "application/json",
+            "{\"status\":\"draining\",\"reasons\":[\"shutting down: finishing in-flight requests\"]}"
+                .to_string(),
+        ),
         ("GET" | "HEAD", "/readyz") => {
             let mut reasons = Vec::new();
             if !shared.listening.load(Ordering::Acquire) {

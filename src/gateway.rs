@@ -49,6 +49,8 @@ pub struct Shared {
     pub services: crate::auth::Services,
     /// Set once every public listener is bound.
     pub listening: AtomicBool,
+    /// Set when shutdown begins (`/readyz` then says "draining").
+    pub draining: AtomicBool,
 
     id_prefix: [u8; 12],
     id_counter: AtomicU64,
@@ -64,6 +66,7 @@ impl Shared {
             services: crate::auth::Services::new(metrics.clone()),
             metrics,
             listening: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             id_prefix: {
                 let mut p = [0u8; 12];
                 for (pair, b) in p.chunks_exact_mut(2).zip(prefix) {

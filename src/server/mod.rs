@@ -40,7 +40,10 @@ pub struct Running {
     stop: watch::Sender<bool>,
     limit: Arc<Semaphore>,
     max_conns: usize,
+    /// The public accept loops.
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    admin_stop: watch::Sender<bool>,
+    admin_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Builds the first snapshot and binds every listener. Must run inside a tokio runtime.
@@ -80,6 +83,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             },
         )));
     }
+    // The admin listener has its own stop: it keeps answering (`/readyz` says "draining")
+    // until the public side has drained, so a load balancer sees the drain.
+    let (admin_stop, admin_stop_rx) = watch::channel(false);
+    let mut admin_task = None;
     let mut admin_addr = None;
     if let Some(addr) = admin_listen {
         let l = TcpListener::bind(addr)
@@ -89,10 +96,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracing::info!(address = %local, "admin listener bound");
         admin_addr = Some(local);
         let admin_shared = shared.clone();
-        tasks.push(tokio::spawn(listen::accept_loop(
+        admin_task = Some(tokio::spawn(listen::accept_loop(
             l,
             Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)),
-            stop_rx.clone(),
+            admin_stop_rx,
             move |stream, _, permit| listen::serve_admin(stream, admin_shared.clone(), permit),
         )));
     }
@@ -106,13 +113,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         limit,
         max_conns,
         tasks,
+        admin_stop,
+        admin_task,
     })
 }
 
 impl Running {
     /// Stops accepting, lets in-flight requests finish for up to `shutdown_grace` (the
     /// current snapshot's: a reload applies it, as it does for each connection's drain).
+    /// The admin listener answers throughout, `/readyz` with 503 "draining", and closes
+    /// last.
     pub async fn shutdown(mut self) {
+        self.shared.draining.store(true, Ordering::Release);
         let _ = self.stop.send(true);
         for t in &self.tasks {
             t.abort();
@@ -129,6 +141,11 @@ impl Running {
             .is_err()
         {
             tracing::warn!(grace = ?grace, "shutdown grace elapsed with connections still open");
+        }
+        let _ = self.admin_stop.send(true);
+        if let Some(t) = self.admin_task.take() {
+            t.abort();
+            let _ = t.await;
         }
     }
 }

@@ -673,7 +673,7 @@ async fn in_flight_requests_survive_reload_and_drain_on_shutdown() {
     let seen = gw.echo.requests_seen();
     let slow = {
         let c = c.clone();
-        tokio::spawn(async move { c.get("/slow/x?ms=200").await.status })
+        tokio::spawn(async move { c.get("/slow?ms=200").await.status })
     };
     eventually("the slow request reached the upstream", async || {
         gw.echo.requests_seen() > seen
@@ -687,19 +687,43 @@ async fn in_flight_requests_survive_reload_and_drain_on_shutdown() {
     let seen = gw.echo.requests_seen();
     let slow = {
         let c = c.clone();
-        tokio::spawn(async move { c.get("/slow/x?ms=300").await.status })
+        tokio::spawn(async move { c.get("/slow?ms=3000").await.status })
     };
     eventually("the second slow request reached the upstream", async || {
         gw.echo.requests_seen() > seen
     })
     .await;
-    let addr = gw.addr;
-    gw.shutdown().await;
+    let (addr, admin) = (gw.addr, gw.admin);
+    let stopping = tokio::spawn(gw.shutdown());
+    // While the request drains, the admin listener still answers: not ready, draining.
+    eventually("readyz says draining", async || {
+        admin_readyz(admin)
+            .await
+            .is_some_and(|r| r.starts_with("HTTP/1.1 503") && r.contains("draining"))
+    })
+    .await;
+    stopping.await.unwrap();
     assert_eq!(slow.await.unwrap(), 200, "in-flight request drained");
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "listener closed after shutdown"
     );
+    assert!(admin_readyz(admin).await.is_none(), "admin closed last");
+}
+
+/// `GET /readyz` on the admin listener, the whole answer; `None` when nothing listens.
+async fn admin_readyz(admin: std::net::SocketAddr) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(admin).await.ok()?;
+    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .ok()?
+        .ok()?;
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// An echo upstream serving TLS with a certificate for 127.0.0.1 from a fresh CA.
