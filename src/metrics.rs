@@ -146,6 +146,7 @@ pub const HANDSHAKE_REASONS: &[&str] = &[
     "client_cert_revoked",
     "client_cert_untrusted",
     "client_cert_wrong_usage",
+    "plain_http",
 ];
 
 impl Default for Metrics {

@@ -84,6 +84,19 @@ pub(super) async fn serve_conn(
         serve_http(stream, conn, shared, &limits, stop, proto, permit).await;
         return;
     };
+    // A TLS record starts with a handshake byte; a request line starts with a method.
+    // Plain HTTP gets a readable answer, as nginx gives, instead of a TLS alert.
+    if plain_http_on_tls_port(&stream, limits.header_read_timeout).await {
+        shared
+            .metrics
+            .handshake_errors
+            .get_or_create(&ReasonLabel {
+                reason: "plain_http",
+            })
+            .inc();
+        answer_plain_http(stream).await;
+        return;
+    }
     let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
     {
         Ok(Ok(s)) => s,
@@ -123,6 +136,42 @@ pub(super) async fn serve_conn(
     let conn = Arc::new(ConnInfo::new(peer, true, client_cert));
     // Boxed so the async layers below move a pointer, not 1.2 KiB of TLS state each.
     serve_http(Box::new(tls), conn, shared, &limits, stop, proto, permit).await;
+}
+
+/// Whether the client's first byte is an ASCII capital letter (a request line's method):
+/// a TLS client sends a handshake record (0x16) first. Waits for that byte at most
+/// `timeout`; a silent client is left to the handshake's own deadline.
+async fn plain_http_on_tls_port(stream: &TcpStream, timeout: Duration) -> bool {
+    let mut first = [0u8; 1];
+    matches!(
+        tokio::time::timeout(timeout, stream.peek(&mut first)).await,
+        Ok(Ok(1)) if first[0].is_ascii_uppercase()
+    )
+}
+
+/// 400 for a plain HTTP request on the TLS port, then close.
+async fn answer_plain_http(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BODY: &str = "{\"error\":\"plain HTTP sent to an HTTPS port\"}";
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        // Read what the client sent before closing: closing with it unread resets the
+        // connection, and the client may lose the answer.
+        let mut discard = [0u8; 4096];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            match stream.read(&mut discard).await {
+                Ok(n) if n > 0 => left = left.saturating_sub(n),
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 async fn serve_http<S: Transport>(

@@ -656,3 +656,32 @@ async fn a_reload_cannot_switch_the_listener_to_plaintext() {
         1.0
     );
 }
+
+/// Plain HTTP sent to the TLS port gets a plain-HTTP 400 saying so (as nginx answers),
+/// not a TLS alert the client cannot read, and the connection is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_on_the_tls_port_is_answered_400() {
+    let gw = gateway(PUBLIC).start().await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /public/x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(GUARD, s.read_to_end(&mut answer))
+        .await
+        .expect("closed after the answer")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(
+        answer.contains("plain HTTP sent to an HTTPS port"),
+        "{answer}"
+    );
+    assert_eq!(
+        gw.metric("portcullis_tls_handshake_errors_total{reason=\"plain_http\"}")
+            .await,
+        1.0
+    );
+    // TLS clients are served as before.
+    assert_eq!(gw.client().get("/public/x").await.status, 200);
+}
