@@ -4,45 +4,102 @@
 //! or a configured CA. The config loader reads and parses the files (`read_server`), so a
 //! broken file fails the load; the snapshot builds rustls' objects from what it read.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::RootCertStore;
-use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 
 use crate::config::{ClientAuthMode, ClientCa, Problems, ServerTls, raw, resolve_path};
 
-/// Reads every certificate from a PEM file.
-pub(crate) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&data)
+/// Why a PEM file (certificates, a private key or CRLs) could not be used. The text names
+/// the file; it goes into config problems as it is.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PemError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A PEM section of the expected kind is malformed.
+    #[error("invalid PEM {what} in {}: {source}", path.display())]
+    Invalid {
+        /// What the file should hold: `certificate` or `CRL`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What the PEM parser said.
+        source: pem::Error,
+    },
+    /// The file holds no section of the expected kind.
+    #[error("no {what} found in {}", path.display())]
+    Empty {
+        /// What the file should hold: `certificate` or `CRL`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file holds no private key rustls can use.
+    #[error("no usable private key in {}: {source}", path.display())]
+    NoKey {
+        /// The file.
+        path: PathBuf,
+        /// What the PEM parser said.
+        source: pem::Error,
+    },
+}
+
+/// Reads a PEM file whole.
+fn read_pem(path: &Path) -> Result<Vec<u8>, PemError> {
+    std::fs::read(path).map_err(|source| PemError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads every section of one kind (`what`) from a PEM file; an empty file is an error.
+fn load_all<T: PemObject>(path: &Path, what: &'static str) -> Result<Vec<T>, PemError> {
+    let data = read_pem(path)?;
+    let items: Vec<T> = T::pem_slice_iter(&data)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("invalid PEM certificate in {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("no certificate found in {}", path.display()));
+        .map_err(|source| PemError::Invalid {
+            what,
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if items.is_empty() {
+        return Err(PemError::Empty {
+            what,
+            path: path.to_path_buf(),
+        });
     }
-    Ok(certs)
+    Ok(items)
+}
+
+/// Reads every certificate from a PEM file.
+pub(crate) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    load_all(path, "certificate")
 }
 
 /// Reads the first private key (PKCS#8, PKCS#1 or SEC1) from a PEM file.
-pub(crate) fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    PrivateKeyDer::from_pem_slice(&data)
-        .map_err(|e| format!("no usable private key in {}: {e}", path.display()))
+pub(crate) fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
+    let data = read_pem(path)?;
+    PrivateKeyDer::from_pem_slice(&data).map_err(|source| PemError::NoKey {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Reads every CRL from a PEM file.
-pub(crate) fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
-    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let crls: Vec<_> = CertificateRevocationListDer::pem_slice_iter(&data)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("invalid PEM CRL in {}: {e}", path.display()))?;
-    if crls.is_empty() {
-        return Err(format!("no CRL found in {}", path.display()));
-    }
-    Ok(crls)
+pub(crate) fn load_crls(
+    path: &Path,
+) -> Result<Vec<CertificateRevocationListDer<'static>>, PemError> {
+    load_all(path, "CRL")
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -61,7 +118,7 @@ pub(crate) fn read_server(
     let before = problems.len();
     let certs = match &t.cert {
         Some(c) => load_certs(&resolve_path(dir, c))
-            .map_err(|e| problems.push("server.tls.cert", e))
+            .map_err(|e| problems.push("server.tls.cert", e.to_string()))
             .ok(),
         None => {
             problems.push("server.tls.cert", "missing `cert` (PEM certificate chain)");
@@ -70,7 +127,7 @@ pub(crate) fn read_server(
     };
     let key = match &t.key {
         Some(k) => load_key(&resolve_path(dir, k))
-            .map_err(|e| problems.push("server.tls.key", e))
+            .map_err(|e| problems.push("server.tls.key", e.to_string()))
             .ok(),
         None => {
             problems.push("server.tls.key", "missing `key` (PEM private key)");
@@ -134,14 +191,14 @@ fn read_client_ca(
         };
         match load_certs(&resolve_path(dir, f)) {
             Ok(certs) => roots.extend(certs.into_iter().map(|c| (key.clone(), f.clone(), c))),
-            Err(e) => problems.push(key, e),
+            Err(e) => problems.push(key, e.to_string()),
         }
     }
     let mut crls = Vec::new();
     for (i, f) in ca.crls.iter().flatten().enumerate() {
         match load_crls(&resolve_path(dir, f)) {
             Ok(c) => crls.extend(c),
-            Err(e) => problems.push(format!("server.tls.client_auth.crls[{i}]"), e),
+            Err(e) => problems.push(format!("server.tls.client_auth.crls[{i}]"), e.to_string()),
         }
     }
     Some(ClientCa { mode, roots, crls })

@@ -377,7 +377,7 @@ impl Settings {
         };
         let ca = r.ca.as_ref().and_then(|c| {
             crate::tls::load_certs(&resolve_path(&ctx.config_dir, c))
-                .map_err(|e| problems.push(format!("{base}.ca"), e))
+                .map_err(|e| problems.push(format!("{base}.ca"), e.to_string()))
                 .ok()
         });
         let timeout = r.timeout.map_or(Duration::from_secs(5), |d| d.0);

@@ -472,7 +472,7 @@ fn upstream(
     }
     let ca = r.ca.as_ref().and_then(|c| {
         crate::tls::load_certs(&super::resolve_path(dir, c))
-            .map_err(|e| problems.push(format!("{base}.ca"), e))
+            .map_err(|e| problems.push(format!("{base}.ca"), e.to_string()))
             .ok()
     });
     let health_check = r.health_check.map(|h| HealthCheck {
