@@ -77,6 +77,27 @@ pub struct Settings {
     options: TokenOptions,
 }
 
+/// Why one call to the introspection endpoint failed; the text goes to the log and never
+/// holds the token or the client secret.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    /// The request could not be built.
+    #[error("cannot build request")]
+    Request(#[source] http::Error),
+    /// The request could not be sent or no response arrived.
+    #[error("{0}")]
+    Send(#[source] hyper_util::client::legacy::Error),
+    /// The endpoint answered something other than 200.
+    #[error("endpoint answered {0}")]
+    Status(StatusCode),
+    /// The body could not be read (or exceeded the size limit).
+    #[error("reading response: {0}")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The body is not a JSON object.
+    #[error("response is not a JSON object: {0}")]
+    NotJson(#[source] serde_json::Error),
+}
+
 /// A cached verdict.
 #[derive(Clone)]
 pub enum Verdict {
@@ -216,7 +237,7 @@ impl Introspection {
         }
     }
 
-    async fn call_inner(&self, token: &str) -> Result<(Verdict, Duration), String> {
+    async fn call_inner(&self, token: &str) -> Result<(Verdict, Duration), CallError> {
         let mut body = String::with_capacity(token.len() + 64);
         body.push_str("token=");
         form_encode(token, &mut body);
@@ -237,18 +258,18 @@ impl Introspection {
         }
         let req = req
             .body(Full::new(Bytes::from(body)))
-            .map_err(|_| "cannot build request".to_string())?;
-        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+            .map_err(CallError::Request)?;
+        let resp = self.client.request(req).await.map_err(CallError::Send)?;
         if resp.status() != StatusCode::OK {
-            return Err(format!("endpoint answered {}", resp.status()));
+            return Err(CallError::Status(resp.status()));
         }
         let bytes = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
             .collect()
             .await
-            .map_err(|e| format!("reading response: {e}"))?
+            .map_err(CallError::Body)?
             .to_bytes();
-        let claims: Map<String, Value> = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("response is not a JSON object: {e}"))?;
+        let claims: Map<String, Value> =
+            serde_json::from_slice(&bytes).map_err(CallError::NotJson)?;
         Ok(self.judge(claims, unix_now()))
     }
 

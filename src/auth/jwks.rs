@@ -47,6 +47,43 @@ pub struct KeySet {
     keys: Vec<KeyEntry>,
 }
 
+/// Why a JWKS document yields no key set.
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    /// The document does not parse as JSON.
+    #[error("JWKS is not JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// The document has no `keys` array.
+    #[error("JWKS has no \"keys\" array")]
+    NoKeys,
+    /// Every key was skipped (symmetric, encryption-only or unparsable).
+    #[error("JWKS holds no usable public signing key")]
+    NoUsableKey,
+}
+
+/// Why fetching the JWKS from `jwks_url` failed; the text goes to the log.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// No answer within the configured timeout.
+    #[error("timed out after {0:?}")]
+    TimedOut(Duration),
+    /// The request could not be built.
+    #[error("{0}")]
+    Request(#[source] http::Error),
+    /// The request could not be sent or no response arrived.
+    #[error("{0}")]
+    Send(#[source] hyper_util::client::legacy::Error),
+    /// The endpoint answered something other than 200.
+    #[error("status {0}")]
+    Status(http::StatusCode),
+    /// The body could not be read (or exceeded the size limit).
+    #[error("reading body: {0}")]
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The body is not a usable JWKS.
+    #[error(transparent)]
+    Document(#[from] JwksError),
+}
+
 /// Result of looking a token's key up.
 pub enum Lookup<'a> {
     /// The key to verify with.
@@ -70,13 +107,12 @@ impl KeySet {
     }
 
     /// Parses a JWKS document, keeping the usable public signing keys.
-    pub fn from_jwks(bytes: &[u8]) -> Result<Self, String> {
-        let doc: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| format!("JWKS is not JSON: {e}"))?;
+    pub fn from_jwks(bytes: &[u8]) -> Result<Self, JwksError> {
+        let doc: serde_json::Value = serde_json::from_slice(bytes).map_err(JwksError::NotJson)?;
         let list = doc
             .get("keys")
             .and_then(serde_json::Value::as_array)
-            .ok_or("JWKS has no \"keys\" array")?;
+            .ok_or(JwksError::NoKeys)?;
         let mut keys = Vec::new();
         for k in list {
             if k.get("use")
@@ -117,7 +153,7 @@ impl KeySet {
             });
         }
         if keys.is_empty() {
-            return Err("JWKS holds no usable public signing key".into());
+            return Err(JwksError::NoUsableKey);
         }
         Ok(KeySet { keys })
     }
@@ -260,9 +296,9 @@ impl RemoteJwks {
     }
 
     /// Fetches the JWKS once; on success installs it and returns the next refresh delay.
-    pub async fn fetch(&self) -> Result<Duration, String> {
+    pub async fn fetch(&self) -> Result<Duration, FetchError> {
         let r = tokio::time::timeout(self.settings.timeout, self.fetch_inner()).await;
-        let r = r.unwrap_or_else(|_| Err(format!("timed out after {:?}", self.settings.timeout)));
+        let r = r.unwrap_or(Err(FetchError::TimedOut(self.settings.timeout)));
         let (ok, fail) = match self.counters.get() {
             Some((s, f)) => (Some(s), Some(f)),
             None => (None, None),
@@ -280,21 +316,21 @@ impl RemoteJwks {
         r
     }
 
-    async fn fetch_inner(&self) -> Result<Duration, String> {
+    async fn fetch_inner(&self) -> Result<Duration, FetchError> {
         let req = http::Request::get(self.settings.url.clone())
             .header(http::header::ACCEPT, "application/json")
             .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
-        let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
+            .map_err(FetchError::Request)?;
+        let resp = self.client.request(req).await.map_err(FetchError::Send)?;
         if resp.status() != http::StatusCode::OK {
-            return Err(format!("status {}", resp.status()));
+            return Err(FetchError::Status(resp.status()));
         }
         let next = max_age(resp.headers().get(http::header::CACHE_CONTROL))
             .unwrap_or(self.settings.refresh_interval);
         let body = Limited::new(resp.into_body(), MAX_JWKS_BYTES)
             .collect()
             .await
-            .map_err(|e| format!("reading body: {e}"))?
+            .map_err(FetchError::Body)?
             .to_bytes();
         let set = KeySet::from_jwks(&body)?;
         tracing::info!(auth.name = %self.settings.name, keys = set.len(), "JWKS loaded");

@@ -213,9 +213,9 @@ impl Jwt {
     }
 
     /// Err until a `jwks_url` has loaded keys.
-    pub fn ready(&self) -> Result<(), String> {
+    pub fn ready(&self) -> Result<(), super::NotReady> {
         match &self.keys {
-            Keys::Remote(r) if !r.loaded() => Err("JWKS not loaded yet".into()),
+            Keys::Remote(r) if !r.loaded() => Err(super::NotReady::JwksNotLoaded),
             _ => Ok(()),
         }
     }
@@ -284,8 +284,13 @@ fn parse_algorithms(problems: &mut Problems, base: &str, list: &[String]) -> Vec
     out
 }
 
+/// A `public_key_file` that holds no public key this authenticator can use.
+#[derive(Debug, thiserror::Error)]
+#[error("not a PEM public key (RSA, EC P-256/P-384 or Ed25519 \"PUBLIC KEY\")")]
+struct NotPublicKey;
+
 /// Reads a PEM public key (RSA, EC or Ed25519) and the default algorithm for it.
-fn read_public_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), String> {
+fn read_public_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), NotPublicKey> {
     if let Ok(k) = DecodingKey::from_rsa_pem(pem) {
         return Ok((k, Algorithm::RS256));
     }
@@ -300,7 +305,7 @@ fn read_public_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), String> {
     if let Ok(k) = DecodingKey::from_ed_pem(pem) {
         return Ok((k, Algorithm::EdDSA));
     }
-    Err("not a PEM public key (RSA, EC P-256/P-384 or Ed25519 \"PUBLIC KEY\")".into())
+    Err(NotPublicKey)
 }
 
 fn family_name(f: AlgorithmFamily) -> &'static str {

@@ -354,6 +354,14 @@ impl Settings {
     }
 }
 
+/// Why an authenticator is not ready to serve yet; `/readyz` shows the text.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    /// A `jwks_url` whose first fetch has not succeeded.
+    #[error("JWKS not loaded yet")]
+    JwksNotLoaded,
+}
+
 /// Why settings that passed validation could not be built: a key path under the
 /// authenticator's table (`""`: the table itself) and what went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -467,7 +475,7 @@ impl Authenticator {
     }
 
     /// Whether this kind's backend is ready (e.g. JWKS loaded) for `/readyz`.
-    pub fn ready(&self) -> Result<(), String> {
+    pub fn ready(&self) -> Result<(), NotReady> {
         match self {
             Authenticator::Jwt(a) => a.ready(),
             Authenticator::None(_)
