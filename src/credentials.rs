@@ -5,19 +5,29 @@ use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
+/// Why a password could not be hashed. The text never contains the password.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// The argon2 parameters are out of range.
+    #[error("invalid argon2 parameters: {0}")]
+    Params(#[source] argon2::Error),
+    /// argon2 refused to hash.
+    #[error("hashing failed: {0}")]
+    Hashing(#[source] argon2::password_hash::Error),
+}
+
 /// Hashes a password with argon2id (OWASP defaults: m=19456 KiB, t=2, p=1).
 pub fn hash_password(
     password: &str,
     m_cost: u32,
     t_cost: u32,
     p_cost: u32,
-) -> Result<String, String> {
-    let params = Params::new(m_cost, t_cost, p_cost, None)
-        .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
+) -> Result<String, HashError> {
+    let params = Params::new(m_cost, t_cost, p_cost, None).map_err(HashError::Params)?;
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
-        .map_err(|e| format!("hashing failed: {e}"))
+        .map_err(HashError::Hashing)
 }
 
 /// `sha256:<hex>` of a key, as stored in the config.

@@ -92,14 +92,34 @@ fn identity(id: &str, scopes: Vec<String>) -> Arc<Identity> {
     Arc::new(Identity::new(AuthMethod::ApiKey, id).with_scopes(Arc::from(scopes)))
 }
 
+/// Why a configured key hash is refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HashError {
+    /// The value does not start with `sha256:`.
+    #[error("must be `sha256:<64 hex digits>` (see `portcullis gen-api-key`)")]
+    Prefix,
+    /// What follows `sha256:` is not 64 hex digits.
+    #[error("must be `sha256:` followed by exactly 64 hex digits")]
+    Digest,
+}
+
+/// Why `ApiKey::from_hashes` could not build the authenticator.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The header name is not a valid HTTP header name.
+    #[error("{0}")]
+    Header(#[source] http::header::InvalidHeaderName),
+    /// A key hash is refused.
+    #[error("{0}")]
+    Hash(#[source] HashError),
+}
+
 /// Parses `sha256:<64 hex>` into a digest.
-pub fn parse_hash(s: &str) -> Result<[u8; 32], String> {
-    let hexpart = s
-        .strip_prefix("sha256:")
-        .ok_or("must be `sha256:<64 hex digits>` (see `portcullis gen-api-key`)")?;
+pub fn parse_hash(s: &str) -> Result<[u8; 32], HashError> {
+    let hexpart = s.strip_prefix("sha256:").ok_or(HashError::Prefix)?;
     let mut out = [0u8; 32];
     if hexpart.len() != 64 || hex::decode_to_slice(hexpart, &mut out).is_err() {
-        return Err("must be `sha256:` followed by exactly 64 hex digits".into());
+        return Err(HashError::Digest);
     }
     Ok(out)
 }
@@ -168,7 +188,7 @@ impl Settings {
                     let digest = match parse_hash(&k.hash) {
                         Ok(d) => d,
                         Err(e) => {
-                            problems.push(format!("{kb}.hash"), e);
+                            problems.push(format!("{kb}.hash"), e.to_string());
                             continue;
                         }
                     };
@@ -233,11 +253,11 @@ impl ApiKey {
     pub fn from_hashes(
         header: &str,
         keys: &[(String, String, Vec<String>)],
-    ) -> Result<ApiKey, String> {
-        let name = HeaderName::from_bytes(header.as_bytes()).map_err(|e| e.to_string())?;
+    ) -> Result<ApiKey, SetupError> {
+        let name = HeaderName::from_bytes(header.as_bytes()).map_err(SetupError::Header)?;
         let mut map = HashMap::with_capacity(keys.len());
         for (id, hash, scopes) in keys {
-            let digest = parse_hash(hash)?;
+            let digest = parse_hash(hash).map_err(SetupError::Hash)?;
             map.insert(
                 digest,
                 Entry {

@@ -150,6 +150,68 @@ const ARGON2_MAX_WORK: u64 = 4 * 1024 * 1024;
 /// Highest bcrypt cost (2^16 rounds, about 4 s of one core).
 const BCRYPT_MAX_COST: u32 = 16;
 
+/// Why a stored password hash is refused. The text never contains the hash.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// Not a well-formed argon2 PHC string.
+    #[error("invalid argon2 hash: {0}")]
+    Argon2(#[source] argon2::password_hash::phc::Error),
+    /// The argon2 parameters are out of range.
+    #[error("invalid argon2 parameters: {0}")]
+    Argon2Params(#[source] argon2::password_hash::Error),
+    /// The argon2 string lacks its salt or its output.
+    #[error("invalid argon2 hash: missing salt or output")]
+    Argon2Incomplete,
+    /// Verifying would hold a hashing thread for seconds.
+    #[error(
+        "argon2 cost too high (m={m}, t={t}): at most m={ARGON2_MAX_MEMORY_KIB} \
+         and m × t = {ARGON2_MAX_WORK}, or each attempt holds a hashing thread \
+         for seconds"
+    )]
+    Argon2TooCostly {
+        /// Memory in KiB.
+        m: u32,
+        /// Passes.
+        t: u32,
+    },
+    /// Not a well-formed bcrypt string.
+    #[error("invalid bcrypt hash: {0}")]
+    Bcrypt(#[source] bcrypt::BcryptError),
+    /// Verifying would hold a hashing thread for seconds.
+    #[error(
+        "bcrypt cost too high ({0}): at most {BCRYPT_MAX_COST}, or each attempt \
+         holds a hashing thread for seconds"
+    )]
+    BcryptTooCostly(u32),
+    /// Neither argon2i(d) nor bcrypt.
+    #[error(
+        "unsupported hash (expected an argon2id or argon2i PHC string, or bcrypt $2a$/$2b$/$2y$)"
+    )]
+    Unsupported,
+}
+
+/// Why `Basic::new` could not build the authenticator.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A user's stored hash is refused.
+    #[error("user \"{user}\": {source}")]
+    User {
+        /// The user name (never the hash).
+        user: String,
+        /// Why the hash is refused.
+        source: HashError,
+    },
+    /// No dummy hash could be made for unknown users.
+    #[error("cannot create the dummy hash for unknown users")]
+    Dummy,
+    /// The realm cannot be sent in `WWW-Authenticate`.
+    #[error("realm \"{0}\" cannot be sent in a header")]
+    Realm(String),
+    /// The success cache could not be keyed.
+    #[error("cannot key the HMAC cache")]
+    CacheKey,
+}
+
 /// A stored password hash, parsed at load time.
 enum Stored {
     Argon2(Box<PasswordHash>),
@@ -158,39 +220,28 @@ enum Stored {
 
 impl Stored {
     /// Parses one hash; the error never contains the hash.
-    fn parse(s: &str) -> Result<Stored, String> {
+    fn parse(s: &str) -> Result<Stored, HashError> {
         if s.starts_with("$argon2id$") || s.starts_with("$argon2i$") {
-            let h = PasswordHash::new(s).map_err(|e| format!("invalid argon2 hash: {e}"))?;
-            let p = argon2::Params::try_from(&h)
-                .map_err(|e| format!("invalid argon2 parameters: {e}"))?;
+            let h = PasswordHash::new(s).map_err(HashError::Argon2)?;
+            let p = argon2::Params::try_from(&h).map_err(HashError::Argon2Params)?;
             if h.salt.is_none() || h.hash.is_none() {
-                return Err("invalid argon2 hash: missing salt or output".into());
+                return Err(HashError::Argon2Incomplete);
             }
             // Every attempt (and every unknown user's) pays this on the bounded hashing
             // pool: a cost of minutes would end Basic auth for everyone.
             let (m, t) = (p.m_cost(), p.t_cost());
             if m > ARGON2_MAX_MEMORY_KIB || u64::from(m) * u64::from(t) > ARGON2_MAX_WORK {
-                return Err(format!(
-                    "argon2 cost too high (m={m}, t={t}): at most m={ARGON2_MAX_MEMORY_KIB} \
-                     and m × t = {ARGON2_MAX_WORK}, or each attempt holds a hashing thread \
-                     for seconds"
-                ));
+                return Err(HashError::Argon2TooCostly { m, t });
             }
             Ok(Stored::Argon2(Box::new(h)))
         } else if ["$2a$", "$2b$", "$2y$"].iter().any(|p| s.starts_with(p)) {
-            let parts = s
-                .parse::<bcrypt::HashParts>()
-                .map_err(|e| format!("invalid bcrypt hash: {e}"))?;
+            let parts = s.parse::<bcrypt::HashParts>().map_err(HashError::Bcrypt)?;
             if parts.get_cost() > BCRYPT_MAX_COST {
-                return Err(format!(
-                    "bcrypt cost too high ({}): at most {BCRYPT_MAX_COST}, or each attempt \
-                     holds a hashing thread for seconds",
-                    parts.get_cost()
-                ));
+                return Err(HashError::BcryptTooCostly(parts.get_cost()));
             }
             Ok(Stored::Bcrypt(s.to_string()))
         } else {
-            Err("unsupported hash (expected an argon2id or argon2i PHC string, or bcrypt $2a$/$2b$/$2y$)".into())
+            Err(HashError::Unsupported)
         }
     }
 
@@ -495,7 +546,7 @@ impl Settings {
                 }
                 match Stored::parse(hash) {
                     Ok(_) => list.push((user.clone(), hash.clone())),
-                    Err(e) => problems.push(format!("{base}.users.{user}"), e),
+                    Err(e) => problems.push(format!("{base}.users.{user}"), e.to_string()),
                 }
             }
         }
@@ -587,12 +638,15 @@ impl Basic {
         users: &[(String, String)],
         cache_ttl: Duration,
         cache_size: usize,
-    ) -> Result<Basic, String> {
+    ) -> Result<Basic, SetupError> {
         let mut identities = Vec::with_capacity(users.len());
         let mut hashes = Vec::with_capacity(users.len());
         let mut index = HashMap::with_capacity(users.len());
         for (user, hash) in users {
-            let stored = Stored::parse(hash).map_err(|e| format!("user \"{user}\": {e}"))?;
+            let stored = Stored::parse(hash).map_err(|source| SetupError::User {
+                user: user.clone(),
+                source,
+            })?;
             index.insert(user.clone(), hashes.len());
             identities.push(Arc::new(Identity::new(AuthMethod::Basic, user.as_str())));
             hashes.push(stored);
@@ -605,10 +659,10 @@ impl Basic {
         let dummy = model
             .and_then(Stored::dummy_like)
             .or_else(default_dummy)
-            .ok_or("cannot create the dummy hash for unknown users")?;
+            .ok_or(SetupError::Dummy)?;
         let challenge =
             HeaderValue::from_str(&format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
-                .map_err(|_| format!("realm \"{realm}\" cannot be sent in a header"))?;
+                .map_err(|_| SetupError::Realm(realm.to_string()))?;
         Ok(Basic {
             name: Arc::from(name),
             challenge,
@@ -618,7 +672,7 @@ impl Basic {
                 index,
                 dummy,
             }),
-            cache: Cache::new(cache_ttl, cache_size).ok_or("cannot key the HMAC cache")?,
+            cache: Cache::new(cache_ttl, cache_size).ok_or(SetupError::CacheKey)?,
             inflight: DashMap::new(),
             memo_owner: owner_id(),
         })
@@ -871,7 +925,7 @@ mod tests {
         assert!(Stored::parse(&format!("$2x${}", &bc[4..])).is_err());
         // Costs that would hold a hashing thread for more than seconds per attempt.
         let slow = format!("$2b$17${}", &bc[7..]);
-        assert!(Stored::parse(&slow).is_err_and(|e| e.contains("at most 16")));
+        assert!(Stored::parse(&slow).is_err_and(|e| e.to_string().contains("at most 16")));
         assert!(Stored::parse(&format!("$2b$16${}", &bc[7..])).is_ok());
         for (params, ok) in [
             ("m=2097152,t=2,p=1", true),
