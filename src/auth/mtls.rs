@@ -102,7 +102,7 @@ impl Settings {
         for (i, entry) in allow.iter().enumerate() {
             match parse_rule(entry) {
                 Ok(r) => rules.push(r),
-                Err(msg) => problems.push(format!("{base}.allow[{i}]"), msg),
+                Err(e) => problems.push(format!("{base}.allow[{i}]"), e.to_string()),
             }
         }
         (problems.len() == before).then_some(Settings { rules })
@@ -156,30 +156,87 @@ fn subject(cert: &ClientCert) -> String {
         .unwrap_or_else(|| format!("sha256:{}", cert.sha256_hex))
 }
 
-fn parse_rule(entry: &str) -> Result<Rule, String> {
+/// Why an `allow` entry is refused; every message quotes the entry and shows the form
+/// expected.
+#[derive(Debug, thiserror::Error)]
+enum RuleError {
+    /// Leading or trailing whitespace.
+    #[error("\"{0}\" has leading or trailing whitespace; remove it")]
+    Whitespace(String),
+    /// Neither `*` nor a known prefix.
+    #[error(
+        "unknown allow entry \"{0}\": expected \"*\" or one of the prefixes \
+         CN=, DNS:, URI:, EMAIL:, SHA256:"
+    )]
+    UnknownPrefix(String),
+    /// Nothing after the prefix.
+    #[error("\"{entry}\" has an empty value after `{prefix}`")]
+    EmptyValue {
+        /// The entry.
+        entry: String,
+        /// The canonical prefix, e.g. `DNS:`.
+        prefix: &'static str,
+    },
+    /// A `*` in a CN.
+    #[error("\"{0}\": wildcards are not supported for CN; use DNS:*.suffix or URI:prefix/*")]
+    CnWildcard(String),
+    /// An EMAIL value without a local part and a domain.
+    #[error("\"{0}\": expected EMAIL:local@domain")]
+    EmailShape(String),
+    /// A `*` in an EMAIL.
+    #[error("\"{0}\": wildcards are not supported for EMAIL")]
+    EmailWildcard(String),
+    /// `DNS:*.` followed by something that is not a DNS name.
+    #[error("\"{0}\": after `*.` expected a DNS name such as `internal` or `svc.example.org`")]
+    DnsSuffix(String),
+    /// A `*` anywhere but as the whole first label.
+    #[error("\"{0}\": a DNS wildcard must be the whole first label, as in DNS:*.internal")]
+    DnsWildcard(String),
+    /// Not a DNS name.
+    #[error("\"{0}\" is not a valid DNS name")]
+    DnsName(String),
+    /// Whitespace or control characters in a URI.
+    #[error("\"{0}\" contains whitespace")]
+    UriWhitespace(String),
+    /// Not an absolute URI.
+    #[error("\"{0}\": expected an absolute URI such as URI:spiffe://example.org/billing")]
+    UriNotAbsolute(String),
+    /// A `*` anywhere but as a final `/*`.
+    #[error("\"{0}\": a URI wildcard must be a final `/*`, as in URI:spiffe://example.org/ns/*")]
+    UriWildcard(String),
+    /// A URI wildcard without a trust domain.
+    #[error(
+        "\"{0}\": a URI wildcard needs a full trust domain before the path, as in URI:spiffe://example.org/ns/*"
+    )]
+    UriTrustDomain(String),
+    /// Not 64 hex digits after `SHA256:`.
+    #[error(
+        "\"{0}\": expected SHA256: followed by 64 hex digits (colons allowed), \
+         e.g. the output of `openssl x509 -noout -fingerprint -sha256`"
+    )]
+    Sha256(String),
+}
+
+/// Parses one `allow` entry.
+fn parse_rule(entry: &str) -> Result<Rule, RuleError> {
     if entry == "*" {
         return Ok(Rule::Any);
     }
     if entry.trim() != entry {
-        return Err(format!(
-            "\"{entry}\" has leading or trailing whitespace; remove it"
-        ));
+        return Err(RuleError::Whitespace(entry.to_string()));
     }
-    let (prefix, value) = split_prefix(entry).ok_or_else(|| {
-        format!(
-            "unknown allow entry \"{entry}\": expected \"*\" or one of the prefixes \
-             CN=, DNS:, URI:, EMAIL:, SHA256:"
-        )
-    })?;
+    let (prefix, value) =
+        split_prefix(entry).ok_or_else(|| RuleError::UnknownPrefix(entry.to_string()))?;
     if value.is_empty() {
-        return Err(format!("\"{entry}\" has an empty value after `{prefix}`"));
+        return Err(RuleError::EmptyValue {
+            entry: entry.to_string(),
+            prefix,
+        });
     }
     match prefix {
         "CN=" => {
             if value.contains('*') {
-                return Err(format!(
-                    "\"{entry}\": wildcards are not supported for CN; use DNS:*.suffix or URI:prefix/*"
-                ));
+                return Err(RuleError::CnWildcard(entry.to_string()));
             }
             Ok(Rule::Cn(value.to_string()))
         }
@@ -189,11 +246,9 @@ fn parse_rule(entry: &str) -> Result<Rule, String> {
             let (local, domain) = value
                 .rsplit_once('@')
                 .filter(|(l, d)| !l.is_empty() && !d.is_empty())
-                .ok_or_else(|| format!("\"{entry}\": expected EMAIL:local@domain"))?;
+                .ok_or_else(|| RuleError::EmailShape(entry.to_string()))?;
             if value.contains('*') {
-                return Err(format!(
-                    "\"{entry}\": wildcards are not supported for EMAIL"
-                ));
+                return Err(RuleError::EmailWildcard(entry.to_string()));
             }
             Ok(Rule::Email(local.to_string(), domain.to_ascii_lowercase()))
         }
@@ -212,7 +267,8 @@ fn split_prefix(entry: &str) -> Option<(&'static str, &str)> {
         })
 }
 
-fn parse_dns(entry: &str, value: &str) -> Result<Rule, String> {
+/// Parses the value of a `DNS:` entry.
+fn parse_dns(entry: &str, value: &str) -> Result<Rule, RuleError> {
     let name = value
         .strip_suffix('.')
         .unwrap_or(value)
@@ -225,42 +281,33 @@ fn parse_dns(entry: &str, value: &str) -> Result<Rule, String> {
     };
     if let Some(suffix) = name.strip_prefix("*.") {
         if suffix.split('.').any(bad_label) {
-            return Err(format!(
-                "\"{entry}\": after `*.` expected a DNS name such as `internal` or `svc.example.org`"
-            ));
+            return Err(RuleError::DnsSuffix(entry.to_string()));
         }
         return Ok(Rule::DnsWildcard(format!(".{suffix}")));
     }
     if name.contains('*') {
-        return Err(format!(
-            "\"{entry}\": a DNS wildcard must be the whole first label, as in DNS:*.internal"
-        ));
+        return Err(RuleError::DnsWildcard(entry.to_string()));
     }
     if name.split('.').any(bad_label) {
-        return Err(format!("\"{entry}\" is not a valid DNS name"));
+        return Err(RuleError::DnsName(entry.to_string()));
     }
     Ok(Rule::Dns(name))
 }
 
-fn parse_uri(entry: &str, value: &str) -> Result<Rule, String> {
+/// Parses the value of a `URI:` entry.
+fn parse_uri(entry: &str, value: &str) -> Result<Rule, RuleError> {
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("\"{entry}\" contains whitespace"));
+        return Err(RuleError::UriWhitespace(entry.to_string()));
     }
     let Some((scheme, rest)) = value.split_once("://") else {
-        return Err(format!(
-            "\"{entry}\": expected an absolute URI such as URI:spiffe://example.org/billing"
-        ));
+        return Err(RuleError::UriNotAbsolute(entry.to_string()));
     };
     if scheme.is_empty() || rest.is_empty() {
-        return Err(format!(
-            "\"{entry}\": expected an absolute URI such as URI:spiffe://example.org/billing"
-        ));
+        return Err(RuleError::UriNotAbsolute(entry.to_string()));
     }
     if let Some(prefix) = value.strip_suffix('*') {
         if prefix.contains('*') || !prefix.ends_with('/') {
-            return Err(format!(
-                "\"{entry}\": a URI wildcard must be a final `/*`, as in URI:spiffe://example.org/ns/*"
-            ));
+            return Err(RuleError::UriWildcard(entry.to_string()));
         }
         // The trust domain must be complete: `spiffe://*` or `spiffe:///*` would be too broad.
         let authority = prefix
@@ -268,27 +315,21 @@ fn parse_uri(entry: &str, value: &str) -> Result<Rule, String> {
             .and_then(|(_, r)| r.split('/').next())
             .unwrap_or("");
         if authority.is_empty() {
-            return Err(format!(
-                "\"{entry}\": a URI wildcard needs a full trust domain before the path, as in URI:spiffe://example.org/ns/*"
-            ));
+            return Err(RuleError::UriTrustDomain(entry.to_string()));
         }
         return Ok(Rule::UriPrefix(prefix.to_string()));
     }
     if value.contains('*') {
-        return Err(format!(
-            "\"{entry}\": a URI wildcard must be a final `/*`, as in URI:spiffe://example.org/ns/*"
-        ));
+        return Err(RuleError::UriWildcard(entry.to_string()));
     }
     Ok(Rule::Uri(value.to_string()))
 }
 
-fn parse_sha256(entry: &str, value: &str) -> Result<Rule, String> {
+/// Parses the value of a `SHA256:` entry (colons allowed).
+fn parse_sha256(entry: &str, value: &str) -> Result<Rule, RuleError> {
     let hex: String = value.chars().filter(|&c| c != ':').collect();
     if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!(
-            "\"{entry}\": expected SHA256: followed by 64 hex digits (colons allowed), \
-             e.g. the output of `openssl x509 -noout -fingerprint -sha256`"
-        ));
+        return Err(RuleError::Sha256(entry.to_string()));
     }
     Ok(Rule::Sha256(hex.to_ascii_lowercase()))
 }
@@ -366,7 +407,7 @@ mod tests {
     }
 
     fn err(s: &str) -> String {
-        parse_rule(s).unwrap_err()
+        parse_rule(s).unwrap_err().to_string()
     }
 
     #[test]

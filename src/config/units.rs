@@ -16,16 +16,57 @@ pub struct Dur(pub Duration);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Size(pub u64);
 
+/// Why a duration string is refused; each message names the input and what is accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DurationError {
+    /// Digits alone, e.g. `"30"`.
+    #[error("invalid duration \"{0}\": missing unit (use ms, s, m, h or d, e.g. \"30s\")")]
+    MissingUnit(String),
+    /// No number before the unit.
+    #[error("invalid duration \"{0}\": expected a number followed by ms, s, m, h or d")]
+    NotANumber(String),
+    /// A unit other than ms, s, m, h or d.
+    #[error("invalid duration \"{input}\": unknown unit \"{unit}\" (use ms, s, m, h or d)")]
+    UnknownUnit {
+        /// The whole (trimmed) input.
+        input: String,
+        /// The unit found.
+        unit: String,
+    },
+    /// More milliseconds than a `u64` holds.
+    #[error("invalid duration \"{0}\": too large")]
+    TooLarge(String),
+}
+
+/// Why a size string is refused; each message names the input and what is accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SizeError {
+    /// No number before the unit.
+    #[error("invalid size \"{0}\": expected a number of bytes or e.g. \"16KiB\"")]
+    NotANumber(String),
+    /// A unit other than B, KiB, MiB or GiB (and their short forms).
+    #[error("invalid size \"{input}\": unknown unit \"{unit}\" (use B, KiB, MiB or GiB)")]
+    UnknownUnit {
+        /// The whole (trimmed) input.
+        input: String,
+        /// The unit found.
+        unit: String,
+    },
+    /// More bytes than a `u64` holds.
+    #[error("invalid size \"{0}\": too large")]
+    TooLarge(String),
+}
+
 /// Parses a duration string; the message says what is accepted.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
-        format!("invalid duration \"{s}\": missing unit (use ms, s, m, h or d, e.g. \"30s\")")
-    })?;
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| DurationError::MissingUnit(s.to_string()))?;
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        format!("invalid duration \"{s}\": expected a number followed by ms, s, m, h or d")
-    })?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| DurationError::NotANumber(s.to_string()))?;
     let ms = match unit {
         "ms" => Some(n),
         "s" => n.checked_mul(1_000),
@@ -33,36 +74,38 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n.checked_mul(3_600_000),
         "d" => n.checked_mul(86_400_000),
         _ => {
-            return Err(format!(
-                "invalid duration \"{s}\": unknown unit \"{unit}\" (use ms, s, m, h or d)"
-            ));
+            return Err(DurationError::UnknownUnit {
+                input: s.to_string(),
+                unit: unit.to_string(),
+            });
         }
     };
     ms.map(Duration::from_millis)
-        .ok_or_else(|| format!("invalid duration \"{s}\": too large"))
+        .ok_or_else(|| DurationError::TooLarge(s.to_string()))
 }
 
 /// Parses a size string; integers are bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, SizeError> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| {
-        format!("invalid size \"{s}\": expected a number of bytes or e.g. \"16KiB\"")
-    })?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| SizeError::NotANumber(s.to_string()))?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "KiB" | "K" | "KB" | "k" | "kB" => 1024,
         "MiB" | "M" | "MB" => 1024 * 1024,
         "GiB" | "G" | "GB" => 1024 * 1024 * 1024,
         other => {
-            return Err(format!(
-                "invalid size \"{s}\": unknown unit \"{other}\" (use B, KiB, MiB or GiB)"
-            ));
+            return Err(SizeError::UnknownUnit {
+                input: s.to_string(),
+                unit: other.to_string(),
+            });
         }
     };
     n.checked_mul(mult)
-        .ok_or_else(|| format!("invalid size \"{s}\": too large"))
+        .ok_or_else(|| SizeError::TooLarge(s.to_string()))
 }
 
 impl<'de> Deserialize<'de> for Dur {
@@ -120,9 +163,19 @@ mod tests {
 
     #[test]
     fn rejects_bad_durations() {
-        assert!(parse_duration("30").unwrap_err().contains("missing unit"));
+        assert!(
+            parse_duration("30")
+                .unwrap_err()
+                .to_string()
+                .contains("missing unit")
+        );
         assert!(parse_duration("s").is_err());
-        assert!(parse_duration("3x").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_duration("3x")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown unit")
+        );
         assert!(parse_duration("-3s").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());
     }
