@@ -80,4 +80,13 @@ mod tests {
         assert_eq!(ha, api_key_hash(&a));
         assert_eq!(ha.len(), 7 + 64);
     }
+
+    #[test]
+    fn refuses_out_of_range_parameters() {
+        let e = hash_password("correct horse", 1, 1, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("invalid argon2 parameters: "), "{e}");
+        assert!(!e.contains("correct horse"));
+    }
 }

@@ -340,3 +340,56 @@ pub(crate) fn client_config(
         .with_no_client_auth();
     Ok(cfg)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The texts are config problems users read; each names the file.
+    #[test]
+    fn pem_errors_keep_their_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let e = load_certs(&missing).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("cannot read {}: ", missing.display())),
+            "{e}"
+        );
+
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let shown = empty.display();
+        assert_eq!(
+            load_certs(&empty).unwrap_err().to_string(),
+            format!("no certificate found in {shown}")
+        );
+        assert_eq!(
+            load_crls(&empty).unwrap_err().to_string(),
+            format!("no CRL found in {shown}")
+        );
+        let e = load_key(&empty).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("no usable private key in {shown}: ")),
+            "{e}"
+        );
+
+        let bad = dir.path().join("bad.pem");
+        std::fs::write(
+            &bad,
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n\
+             -----BEGIN X509 CRL-----\n!!!!\n-----END X509 CRL-----\n",
+        )
+        .unwrap();
+        let shown = bad.display();
+        let e = load_certs(&bad).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("invalid PEM certificate in {shown}: ")),
+            "{e}"
+        );
+        let e = load_crls(&bad).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("invalid PEM CRL in {shown}: ")),
+            "{e}"
+        );
+    }
+}

@@ -406,4 +406,29 @@ mod tests {
         let before = OffsetDateTime::parse("2019-12-31T23:59:59Z", &Rfc3339).unwrap();
         assert!(a.check(key.as_bytes(), before).is_ok());
     }
+
+    /// Each refusal's text, byte for byte: it is the config problem users read.
+    #[test]
+    fn refusals_keep_their_text() {
+        assert_eq!(
+            parse_hash("md5:00").unwrap_err().to_string(),
+            "must be `sha256:<64 hex digits>` (see `portcullis gen-api-key`)"
+        );
+        assert_eq!(
+            parse_hash("sha256:00").unwrap_err().to_string(),
+            "must be `sha256:` followed by exactly 64 hex digits"
+        );
+        let keys = [("acme".to_string(), "sha256:00".to_string(), vec![])];
+        let e = ApiKey::from_hashes("x-api-key", &keys)
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("must be `sha256:` followed by exactly 64 hex digits")
+        );
+        let e = ApiKey::from_hashes("bad header", &[])
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(e.as_deref(), Some("invalid HTTP header name"));
+    }
 }

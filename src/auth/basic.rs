@@ -1056,4 +1056,54 @@ mod tests {
         assert_eq!(first.await.unwrap(), Some(true));
         assert_eq!(second.await.unwrap(), Some(2));
     }
+
+    /// Each refusal's text, byte for byte; none holds the hash it refuses.
+    #[test]
+    fn refusals_keep_their_text_and_never_the_hash() {
+        let bc = bcrypt::hash("pw", 4).unwrap();
+        let argon = crate::credentials::hash_password("pw", 1024, 1, 1).unwrap();
+        let cases = [
+            (
+                format!("$2b$17${}", &bc[7..]),
+                "bcrypt cost too high (17): at most 16, or each attempt holds a hashing thread for seconds",
+            ),
+            (
+                argon.replace("m=1024,t=1", "m=4194304,t=1"),
+                "argon2 cost too high (m=4194304, t=1): at most m=2097152 and m × t = 4194304, or each attempt holds a hashing thread for seconds",
+            ),
+            (
+                "plaintext-password".to_string(),
+                "unsupported hash (expected an argon2id or argon2i PHC string, or bcrypt $2a$/$2b$/$2y$)",
+            ),
+        ];
+        for (hash, want) in &cases {
+            let e = Stored::parse(hash).err().map(|e| e.to_string());
+            assert_eq!(e.as_deref(), Some(*want), "{hash}");
+        }
+        for hash in [
+            format!("$2b$04${}", "!".repeat(53)),
+            format!("{argon}$extra"),
+            "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ".to_string(),
+        ] {
+            let e = Stored::parse(&hash).err().map(|e| e.to_string());
+            assert!(e.as_ref().is_some_and(|e| !e.contains(&hash)), "{e:?}");
+        }
+        let users = [("alice".to_string(), "plaintext-password".to_string())];
+        let e = Basic::new("b", "r", &users, Duration::ZERO, 0)
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some(
+                "user \"alice\": unsupported hash (expected an argon2id or argon2i PHC string, or bcrypt $2a$/$2b$/$2y$)"
+            )
+        );
+        let e = Basic::new("b", "a\nb", &[], Duration::ZERO, 0)
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(
+            e.as_deref(),
+            Some("realm \"a\nb\" cannot be sent in a header")
+        );
+    }
 }

@@ -561,4 +561,21 @@ mod tests {
         assert!(Settings::read("o", r, "a", &ctx, &mut p).is_none());
         assert_eq!(p.len(), 1);
     }
+
+    /// The log shows these texts.
+    #[test]
+    fn call_errors_keep_their_text() {
+        let build = http::Request::builder().uri("\n").body(()).unwrap_err();
+        assert_eq!(
+            CallError::Request(build).to_string(),
+            "cannot build request"
+        );
+        assert_eq!(
+            CallError::Status(StatusCode::INTERNAL_SERVER_ERROR).to_string(),
+            "endpoint answered 500 Internal Server Error"
+        );
+        let json = serde_json::from_slice::<Map<String, Value>>(b"[]").unwrap_err();
+        let e = CallError::NotJson(json).to_string();
+        assert!(e.starts_with("response is not a JSON object: "), "{e}");
+    }
 }

@@ -454,4 +454,28 @@ mod tests {
         assert_eq!(v("no-cache"), None);
         assert_eq!(max_age(None), None);
     }
+
+    /// The texts reach the log and, through a `jwks_file`, config problems.
+    #[test]
+    fn errors_keep_their_text() {
+        let e = |b: &[u8]| KeySet::from_jwks(b).err().map(|e| e.to_string());
+        assert!(e(b"{").is_some_and(|m| m.starts_with("JWKS is not JSON: ")));
+        assert_eq!(e(b"[]").as_deref(), Some("JWKS has no \"keys\" array"));
+        assert_eq!(
+            e(&jwks("{\"kty\":\"oct\",\"k\":\"c2VjcmV0\"}")).as_deref(),
+            Some("JWKS holds no usable public signing key")
+        );
+        assert_eq!(
+            FetchError::TimedOut(Duration::from_millis(1500)).to_string(),
+            "timed out after 1.5s"
+        );
+        assert_eq!(
+            FetchError::Status(http::StatusCode::NOT_FOUND).to_string(),
+            "status 404 Not Found"
+        );
+        assert_eq!(
+            FetchError::from(JwksError::NoKeys).to_string(),
+            "JWKS has no \"keys\" array"
+        );
+    }
 }

@@ -650,4 +650,20 @@ mod tests {
         assert!(Settings::read("idp", r, "a", &ctx(), &mut p).is_none());
         assert_eq!(p.len(), 2, "{}", messages(&p));
     }
+
+    /// `/readyz` and config problems show these texts.
+    #[test]
+    fn errors_keep_their_text() {
+        assert_eq!(
+            crate::auth::NotReady::JwksNotLoaded.to_string(),
+            "JWKS not loaded yet"
+        );
+        assert_eq!(
+            read_public_key(b"nope")
+                .err()
+                .map(|e| e.to_string())
+                .as_deref(),
+            Some("not a PEM public key (RSA, EC P-256/P-384 or Ed25519 \"PUBLIC KEY\")")
+        );
+    }
 }

@@ -584,4 +584,58 @@ mod tests {
             format!("sha256:{}", "ab".repeat(32))
         );
     }
+
+    /// Each refusal's text, byte for byte: it is the config problem users read.
+    #[test]
+    fn refusals_keep_their_text() {
+        let cases = [
+            (
+                " CN=a",
+                "\" CN=a\" has leading or trailing whitespace; remove it",
+            ),
+            (
+                "foo",
+                "unknown allow entry \"foo\": expected \"*\" or one of the prefixes CN=, DNS:, URI:, EMAIL:, SHA256:",
+            ),
+            ("dns:", "\"dns:\" has an empty value after `DNS:`"),
+            (
+                "CN=a*",
+                "\"CN=a*\": wildcards are not supported for CN; use DNS:*.suffix or URI:prefix/*",
+            ),
+            ("EMAIL:nope", "\"EMAIL:nope\": expected EMAIL:local@domain"),
+            (
+                "EMAIL:*@x",
+                "\"EMAIL:*@x\": wildcards are not supported for EMAIL",
+            ),
+            (
+                "DNS:*.a..b",
+                "\"DNS:*.a..b\": after `*.` expected a DNS name such as `internal` or `svc.example.org`",
+            ),
+            (
+                "DNS:a.*.b",
+                "\"DNS:a.*.b\": a DNS wildcard must be the whole first label, as in DNS:*.internal",
+            ),
+            ("DNS:a b", "\"DNS:a b\" is not a valid DNS name"),
+            ("URI:a b", "\"URI:a b\" contains whitespace"),
+            (
+                "URI:foo",
+                "\"URI:foo\": expected an absolute URI such as URI:spiffe://example.org/billing",
+            ),
+            (
+                "URI:spiffe://x/a*",
+                "\"URI:spiffe://x/a*\": a URI wildcard must be a final `/*`, as in URI:spiffe://example.org/ns/*",
+            ),
+            (
+                "URI:spiffe:///*",
+                "\"URI:spiffe:///*\": a URI wildcard needs a full trust domain before the path, as in URI:spiffe://example.org/ns/*",
+            ),
+            (
+                "SHA256:zz",
+                "\"SHA256:zz\": expected SHA256: followed by 64 hex digits (colons allowed), e.g. the output of `openssl x509 -noout -fingerprint -sha256`",
+            ),
+        ];
+        for (entry, want) in cases {
+            assert_eq!(err(entry), want);
+        }
+    }
 }

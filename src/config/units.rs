@@ -188,4 +188,39 @@ mod tests {
         assert!(parse_size("10XB").is_err());
         assert!(parse_size("").is_err());
     }
+
+    /// Each refusal's text, byte for byte: it is the config problem users read.
+    #[test]
+    fn refusals_keep_their_text() {
+        let duration = |s: &str| parse_duration(s).unwrap_err().to_string();
+        assert_eq!(
+            duration(" 30 "),
+            "invalid duration \"30\": missing unit (use ms, s, m, h or d, e.g. \"30s\")"
+        );
+        assert_eq!(
+            duration("s"),
+            "invalid duration \"s\": expected a number followed by ms, s, m, h or d"
+        );
+        assert_eq!(
+            duration("3x"),
+            "invalid duration \"3x\": unknown unit \"x\" (use ms, s, m, h or d)"
+        );
+        assert_eq!(
+            duration("18446744073709551615d"),
+            "invalid duration \"18446744073709551615d\": too large"
+        );
+        let size = |s: &str| parse_size(s).unwrap_err().to_string();
+        assert_eq!(
+            size("x"),
+            "invalid size \"x\": expected a number of bytes or e.g. \"16KiB\""
+        );
+        assert_eq!(
+            size("10XB"),
+            "invalid size \"10XB\": unknown unit \"XB\" (use B, KiB, MiB or GiB)"
+        );
+        assert_eq!(
+            size("18446744073709551615GiB"),
+            "invalid size \"18446744073709551615GiB\": too large"
+        );
+    }
 }
