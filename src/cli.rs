@@ -54,7 +54,9 @@ pub enum Command {
         #[arg(long, default_value = "pk")]
         prefix: String,
     },
-    /// Write a development CA, server and client certificates.
+    /// Write a development CA (valid 5 years), a server certificate (valid 1 year) and a
+    /// client certificate (valid 30 days). An existing CA in --out is reused, so the
+    /// certificates it issued keep verifying; --force makes a new one.
     Certs {
         /// Output directory.
         #[arg(long)]
@@ -69,6 +71,15 @@ pub enum Command {
         /// URI SANs for the client certificate (e.g. spiffe://example.org/billing).
         #[arg(long = "uri")]
         uris: Vec<String>,
+        /// Validity of the server and client certificates issued now, in days (default:
+        /// 365 for the server certificate, 30 for client certificates; at most 1825, the
+        /// CA's own validity).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1825))]
+        days: Option<u16>,
+        /// Replace an existing CA in --out with a new one. Every certificate the old CA
+        /// issued (client certificates handed out, trust stores) stops verifying.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -90,7 +101,16 @@ pub fn main() -> i32 {
             hosts,
             client,
             uris,
-        } => certs(out, hosts, client, uris),
+            days,
+            force,
+        } => certs(CertsArgs {
+            out,
+            hosts,
+            client,
+            uris,
+            days,
+            force,
+        }),
     }
 }
 
@@ -212,41 +232,20 @@ fn gen_api_key(prefix: &str) -> i32 {
     0
 }
 
-fn certs(out: PathBuf, mut hosts: Vec<String>, client: Option<String>, uris: Vec<String>) -> i32 {
-    if hosts.is_empty() {
-        hosts = vec!["localhost".into(), "127.0.0.1".into()];
-    }
-    let result = match &client {
-        Some(name) => {
-            let ca_crt = out.join("ca.crt");
-            let ca_key = out.join("ca.key");
-            let ca = if ca_crt.exists() && ca_key.exists() {
-                std::fs::read_to_string(&ca_crt)
-                    .and_then(|c| std::fs::read_to_string(&ca_key).map(|k| (c, k)))
-                    .map_err(|e| e.to_string())
-                    .and_then(|(c, k)| {
-                        crate::devkit::certs::Ca::load(&c, &k).map_err(|e| e.to_string())
-                    })
-            } else {
-                crate::devkit::certs::write_dev_set(&out, &hosts, "client", &[])
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| {
-                        let c = std::fs::read_to_string(&ca_crt).map_err(|e| e.to_string())?;
-                        let k = std::fs::read_to_string(&ca_key).map_err(|e| e.to_string())?;
-                        crate::devkit::certs::Ca::load(&c, &k).map_err(|e| e.to_string())
-                    })
-            };
-            ca.and_then(|ca| {
-                crate::devkit::certs::write_client(&out, &ca, name, &uris)
-                    .map_err(|e| e.to_string())
-            })
-        }
-        None => crate::devkit::certs::write_dev_set(&out, &hosts, "client", &uris)
-            .map_err(|e| e.to_string()),
-    };
-    match result {
-        Ok(()) => {
-            println!("wrote certificates to {}", out.display());
+/// What `portcullis certs` was asked for.
+struct CertsArgs {
+    out: PathBuf,
+    hosts: Vec<String>,
+    client: Option<String>,
+    uris: Vec<String>,
+    days: Option<u16>,
+    force: bool,
+}
+
+fn certs(args: CertsArgs) -> i32 {
+    match write_certs(&args) {
+        Ok(said) => {
+            println!("{said}");
             0
         }
         Err(e) => {
@@ -254,4 +253,63 @@ fn certs(out: PathBuf, mut hosts: Vec<String>, client: Option<String>, uris: Vec
             1
         }
     }
+}
+
+/// Writes what `certs` was asked for; the line to print on success.
+fn write_certs(args: &CertsArgs) -> Result<String, String> {
+    use crate::devkit::certs::{CLIENT_VALIDITY, Ca, SERVER_VALIDITY, write_client_for};
+    let out = &args.out;
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let (ca_crt, ca_key) = (out.join("ca.crt"), out.join("ca.key"));
+    let existing = ca_crt.exists() || ca_key.exists();
+    let (ca, reused) = if existing && !args.force {
+        let c =
+            std::fs::read_to_string(&ca_crt).map_err(|e| format!("{}: {e}", ca_crt.display()))?;
+        let k =
+            std::fs::read_to_string(&ca_key).map_err(|e| format!("{}: {e}", ca_key.display()))?;
+        let ca = Ca::load(&c, &k).map_err(|e| {
+            format!(
+                "{e} (the CA in {} cannot be reused; --force replaces it)",
+                out.display()
+            )
+        })?;
+        (ca, true)
+    } else {
+        let ca = Ca::new("portcullis development CA").map_err(|e| e.to_string())?;
+        ca.write(out).map_err(|e| e.to_string())?;
+        (ca, false)
+    };
+    let days = args.days.map(|d| time::Duration::days(i64::from(d)));
+    // A new CA comes with the server and default client certificate; `--client` alone
+    // on an existing CA issues just that client's.
+    if !reused || args.client.is_none() {
+        let hosts = if args.hosts.is_empty() {
+            vec!["localhost".to_string(), "127.0.0.1".to_string()]
+        } else {
+            args.hosts.clone()
+        };
+        let server = ca
+            .server_for(&hosts, days.unwrap_or(SERVER_VALIDITY))
+            .map_err(|e| e.to_string())?;
+        server.write(out, "server").map_err(|e| e.to_string())?;
+        let uris: &[String] = if args.client.is_none() {
+            &args.uris
+        } else {
+            &[]
+        };
+        write_client_for(out, &ca, "client", uris, days.unwrap_or(CLIENT_VALIDITY))
+            .map_err(|e| e.to_string())?;
+    }
+    if let Some(name) = &args.client {
+        write_client_for(out, &ca, name, &args.uris, days.unwrap_or(CLIENT_VALIDITY))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(if reused {
+        format!(
+            "wrote certificates to {} (reused the CA there; --force replaces it)",
+            out.display()
+        )
+    } else {
+        format!("wrote certificates to {}", out.display())
+    })
 }

@@ -32,11 +32,11 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKey
 use time::{Duration, OffsetDateTime};
 
 /// How long a development CA stays valid.
-const CA_VALIDITY: Duration = Duration::days(5 * 365);
+pub const CA_VALIDITY: Duration = Duration::days(5 * 365);
 /// How long a development server certificate stays valid.
-const SERVER_VALIDITY: Duration = Duration::days(365);
+pub const SERVER_VALIDITY: Duration = Duration::days(365);
 /// How long a client certificate from [`ClientSpec::new`] stays valid.
-const CLIENT_VALIDITY: Duration = Duration::days(30);
+pub const CLIENT_VALIDITY: Duration = Duration::days(30);
 /// Back-dating of `not_before`, so small clock skew between processes is harmless.
 const BACKDATE: Duration = Duration::hours(1);
 /// How long a CRL from [`Ca::crl`] stays current (its `nextUpdate`).
@@ -282,6 +282,11 @@ impl Ca {
     /// an IP address, a DNS SAN otherwise; CN is the first host; EKU serverAuth;
     /// valid from one hour ago for one year.
     pub fn server(&self, hosts: &[String]) -> Result<Issued, CertError> {
+        self.server_for(hosts, SERVER_VALIDITY)
+    }
+
+    /// [`Ca::server`] valid for `validity` (from one hour ago).
+    pub fn server_for(&self, hosts: &[String], validity: Duration) -> Result<Issued, CertError> {
         let first = hosts.first().ok_or(CertError::NoHosts)?;
         let mut sans = Vec::with_capacity(hosts.len());
         for host in hosts {
@@ -291,7 +296,7 @@ impl Ca {
             });
         }
         let now = OffsetDateTime::now_utc();
-        let mut params = leaf_params(first, now - BACKDATE, now + SERVER_VALIDITY);
+        let mut params = leaf_params(first, now - BACKDATE, now + validity);
         params.subject_alt_names = sans;
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.sign(&params)
@@ -410,6 +415,17 @@ pub fn write_dev_set(
 /// is created if missing. `name` must be a plain file name (see
 /// [`CertError::InvalidName`]).
 pub fn write_client(out: &Path, ca: &Ca, name: &str, uris: &[String]) -> Result<(), CertError> {
+    write_client_for(out, ca, name, uris, CLIENT_VALIDITY)
+}
+
+/// [`write_client`] with a certificate valid for `validity` (from one hour ago).
+pub fn write_client_for(
+    out: &Path,
+    ca: &Ca,
+    name: &str,
+    uris: &[String],
+    validity: Duration,
+) -> Result<(), CertError> {
     if !is_safe_file_stem(name) {
         return Err(CertError::InvalidName(name.to_owned()));
     }
@@ -419,6 +435,7 @@ pub fn write_client(out: &Path, ca: &Ca, name: &str, uris: &[String]) -> Result<
     })?;
     let mut spec = ClientSpec::new(name);
     spec.uris = uris.to_vec();
+    spec.not_after = spec.not_before + BACKDATE + validity;
     ca.client(&spec)?.write(out, name)
 }
 

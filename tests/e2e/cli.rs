@@ -1,5 +1,6 @@
 //! The binary itself: exit codes, subcommands and signals, driven as a user would.
 
+use rustls::pki_types::pem::PemObject;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -113,6 +114,41 @@ fn certs_writes_a_dev_pki() {
         ],
     );
     assert!(dir.path().join("billing.crt").exists() && dir.path().join("billing.key").exists());
+}
+
+/// Running `certs` again keeps the CA (the client certificates it issued keep verifying);
+/// only `--force` replaces it. `--days` sets the validity of what is issued now.
+#[test]
+fn certs_keeps_an_existing_ca_unless_forced_and_takes_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+    let not_after = |f: &str| {
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(read(f).as_bytes()).unwrap();
+        let (_, c) = x509_parser::parse_x509_certificate(&der).unwrap();
+        c.validity().not_after.timestamp()
+    };
+    certs(dir.path(), &[]);
+    let (ca, server) = (read("ca.crt"), read("server.crt"));
+    certs(dir.path(), &["--days", "90"]);
+    assert_eq!(read("ca.crt"), ca, "the CA is kept");
+    assert_ne!(
+        read("server.crt"),
+        server,
+        "the server certificate is issued again"
+    );
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for f in ["server.crt", "client.crt"] {
+        let days = (not_after(f) - now) as f64 / 86400.0;
+        assert!((89.0..=90.0).contains(&days), "{f}: {days} days");
+    }
+    certs(dir.path(), &["--force"]);
+    assert_ne!(read("ca.crt"), ca, "--force makes a new CA");
+    let out = Command::new(BIN)
+        .args(["certs", "--days", "0", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "--days 0 is refused");
 }
 
 #[test]
