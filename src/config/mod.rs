@@ -241,15 +241,17 @@ impl Config {
     }
 }
 
-/// Resolves a path from the config: as written if it exists (relative to the working
-/// directory), else relative to the config file's directory.
+/// Resolves a path from the config: relative to the config file's directory when that
+/// file exists there, so the same config always reads the same files wherever it is
+/// started from; only a path that is not found there is tried relative to the working
+/// directory (configs written for `portcullis certs --out certs` run from their parent).
 pub fn resolve_path(config_dir: &Path, p: &str) -> PathBuf {
-    let direct = PathBuf::from(p);
-    if direct.is_absolute() || direct.exists() {
-        return direct;
+    let written = PathBuf::from(p);
+    if written.is_absolute() {
+        return written;
     }
-    let alt = config_dir.join(p);
-    if alt.exists() { alt } else { direct }
+    let beside = config_dir.join(p);
+    if beside.exists() { beside } else { written }
 }
 
 /// Loads and validates `path`.
@@ -431,6 +433,27 @@ mod tests {
             ],
             "{e}"
         );
+    }
+
+    /// A file beside the config wins over one of the same name in the working directory,
+    /// so where the gateway is started from does not change what it serves.
+    #[test]
+    fn relative_paths_prefer_the_config_files_directory() {
+        // Tests run in the crate root, where `Cargo.toml` exists too.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("Cargo.toml"), "beside").unwrap();
+        assert_eq!(
+            resolve_path(dir.path(), "Cargo.toml"),
+            dir.path().join("Cargo.toml")
+        );
+        // Not beside the config: as written (relative to the working directory).
+        assert_eq!(
+            resolve_path(dir.path(), "README.md"),
+            PathBuf::from("README.md")
+        );
+        // Absolute: as written.
+        let abs = dir.path().join("elsewhere.pem");
+        assert_eq!(resolve_path(dir.path(), abs.to_str().unwrap()), abs);
     }
 
     #[test]
