@@ -19,6 +19,8 @@ pub(crate) mod coalesce;
 pub mod config;
 pub mod conn;
 pub mod credentials;
+#[cfg(test)]
+mod deploy_tests;
 pub mod devkit;
 pub(crate) mod error;
 pub(crate) mod gateway;
