@@ -266,3 +266,43 @@ fn run_reloads_on_sighup_and_exits_0_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `format = "text"` colours only a terminal: into a pipe, a file or a journal the lines
+/// carry no ANSI escape codes.
+#[test]
+fn text_logs_written_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("p.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nlisten = [\"127.0.0.1:0\"]\ninsecure_plaintext = true\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"text\"\n[upstreams.a]\ntargets = [\"http://127.0.0.1:1\"]\n[authenticators.p]\nkind = \"none\"\n[[routes]]\nmatch = { path_prefix = \"/\" }\nupstream = \"a\"\nauth = \"p\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env_remove("PORTCULLIS_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let bound = loop {
+        assert!(std::time::Instant::now() < deadline, "never bound");
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            if line.contains("admin listener bound") {
+                break line;
+            }
+        }
+    };
+    kill(child.id(), "-TERM");
+    let _ = child.wait();
+    assert!(bound.contains("INFO"), "{bound}");
+    assert!(!bound.contains('\u{1b}'), "colour codes in {bound:?}");
+}
