@@ -264,6 +264,7 @@ fn bench_pipeline(c: &mut Criterion) {
                 headers: &headers,
                 conn: &conn,
                 client_ip: conn.peer.ip(),
+                attempted: &std::sync::OnceLock::new(),
             };
             let admitted = rt.block_on(pipeline.run(&view)).ok().unwrap();
             (admitted.methods().len(), admitted.subject().len())
@@ -311,6 +312,7 @@ fn bench_access_log(c: &mut Criterion) {
         upstream: "up",
         auth_method: "none",
         subject: "",
+        attempted: "",
         client_ip: "203.0.113.5".parse().unwrap(),
         peer_ip: "127.0.0.1".parse().unwrap(),
     };

@@ -109,6 +109,8 @@ struct Trace {
     /// The client's address as `trusted_proxies` resolve it (`None`: not resolved yet,
     /// the TCP peer stands in).
     client_ip: Option<std::net::IpAddr>,
+    /// Who a refused credential claimed to be.
+    attempted: std::sync::OnceLock<Box<str>>,
 }
 
 /// Serves one request. Never fails: errors become responses.
@@ -128,6 +130,7 @@ pub(crate) async fn handle(
         auth_method: Cow::Borrowed(""),
         subject: None,
         client_ip: None,
+        attempted: std::sync::OnceLock::new(),
     };
 
     let resp = match process(&shared, &snap, &conn, req, &request_id_value, &mut trace).await {
@@ -155,6 +158,7 @@ pub(crate) async fn handle(
             &trace.auth_method
         },
         subject: trace.subject.as_ref().map_or("", |i| i.subject.as_str()),
+        attempted: trace.attempted.get().map_or("", |a| a),
         client_ip: trace.client_ip.unwrap_or(conn.peer.ip()),
         peer_ip: conn.peer.ip(),
     });
@@ -270,6 +274,7 @@ async fn process(
             headers: req.headers(),
             conn,
             client_ip,
+            attempted: &trace.attempted,
         };
         route.pipeline.run(&view).await?
     };

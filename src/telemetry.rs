@@ -152,6 +152,8 @@ pub struct Access<'a> {
     pub auth_method: &'a str,
     /// Subject or empty.
     pub subject: &'a str,
+    /// Who a refused credential claimed to be, or empty.
+    pub attempted: &'a str,
     /// The client's address: the TCP peer, or what a trusted proxy forwarded for it.
     pub client_ip: std::net::IpAddr,
     /// The TCP peer.
@@ -171,6 +173,7 @@ pub fn access(a: &Access<'_>) {
         upstream.name = a.upstream,
         auth.method = a.auth_method,
         auth.subject = a.subject,
+        auth.attempted = a.attempted,
         client.ip = %a.client_ip,
         network.peer.address = %a.peer_ip,
         "request"

@@ -354,6 +354,12 @@ impl ApiKey {
             Ok(e) => Outcome::Admit(e.identity.clone()),
             Err(reason) => {
                 throttle.failure(None);
+                if reason == RejectReason::Expired {
+                    let digest: [u8; 32] = Sha256::digest(&key).into();
+                    if let Some(e) = self.keys.get(&digest) {
+                        let _ = req.attempted.set(e.identity.subject.as_str().into());
+                    }
+                }
                 Outcome::Reject(reason)
             }
         }

@@ -777,7 +777,10 @@ impl Basic {
                 .await;
         match verdict {
             Verdict::Admit(i) => self.admit(i),
-            Verdict::Reject => Outcome::Reject(RejectReason::Invalid),
+            Verdict::Reject => {
+                let _ = req.attempted.set(user.into_boxed_str());
+                Outcome::Reject(RejectReason::Invalid)
+            }
             Verdict::Unavailable => Outcome::Unavailable,
             Verdict::Locked(d) => Outcome::Locked(d),
         }

@@ -200,6 +200,9 @@ pub struct RequestView<'a> {
     /// The client's address for lockout: the peer, or what a trusted proxy forwarded
     /// (`proxy::headers::client_ip`).
     pub client_ip: std::net::IpAddr,
+    /// Who a refused credential claimed to be (a Basic user name, the id of a known but
+    /// expired API key), for the access log. Set at most once; never a secret.
+    pub attempted: &'a std::sync::OnceLock<Box<str>>,
 }
 
 /// Where a credential travels, so the pipeline can strip it before forwarding.

@@ -141,6 +141,26 @@ impl Entry {
     }
 }
 
+/// A lockout beginning is worth a line at warn: a guessing client or a user under attack.
+fn lockout_started(key: &Key, ip: IpAddr, d: Duration) {
+    match key {
+        Key::Ip(_) => tracing::warn!(
+            lockout.kind = "ip",
+            client.ip = %ip,
+            lockout.seconds = d.as_secs_f64(),
+            "lockout started"
+        ),
+        Key::Name(authenticator, name) => tracing::warn!(
+            lockout.kind = "user",
+            auth.authenticator = %authenticator,
+            user.name = %name,
+            client.ip = %ip,
+            lockout.seconds = d.as_secs_f64(),
+            "lockout started"
+        ),
+    }
+}
+
 /// The lockout for the `strikes`-th lockout of a key: `lockout * 2^(strikes-1)`, capped.
 pub fn lockout_for(strikes: u32, policy: &Lockout) -> Duration {
     let shift = strikes.saturating_sub(1).min(30);
@@ -423,11 +443,11 @@ impl<'a> Throttle<'a> {
             return;
         }
         let now = Instant::now();
-        let _ = self
-            .store
-            .record_failure(&Key::Ip(self.ip), self.ip, now, self.policy);
-        if let Some(k) = name {
-            let _ = self.store.record_failure(k, self.ip, now, self.policy);
+        let ip = Key::Ip(self.ip);
+        for key in std::iter::once(&ip).chain(name) {
+            if let Some(d) = self.store.record_failure(key, self.ip, now, self.policy) {
+                lockout_started(key, self.ip, d);
+            }
         }
     }
 

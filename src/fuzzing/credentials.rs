@@ -225,6 +225,7 @@ fn check_api_keys(headers: &HeaderMap, uri: &Uri) {
         headers,
         conn: &f.conn,
         client_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        attempted: &std::sync::OnceLock::new(),
     };
     let header_want = {
         let mut all = headers.get_all(&X_API_KEY).iter();

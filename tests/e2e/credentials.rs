@@ -416,11 +416,20 @@ async fn rejects_expired_and_near_miss_keys() {
     let c = gw.client();
     let expired = format!("{key}-old");
     assert_eq!(
-        c.get_with("/partners", &[("x-api-key", &expired)])
-            .await
-            .status,
+        c.get_with(
+            "/partners",
+            &[("x-api-key", &expired), ("x-request-id", "expired-key-1")]
+        )
+        .await
+        .status,
         401
     );
+    eventually("the expired key's id is logged", async || {
+        crate::support::logs()
+            .lines()
+            .any(|l| l.contains("expired-key-1") && l.contains(r#""auth.attempted":"old""#))
+    })
+    .await;
     let mut changed = key.clone().into_bytes();
     let last = changed.len() - 1;
     changed[last] = if changed[last] == b'A' { b'B' } else { b'A' };
@@ -518,14 +527,35 @@ async fn locks_out_after_failures_and_recovers() {
         .await;
     let c = gw.client();
     let wrong = basic("alice", "wrong-pw-lock");
-    for _ in 0..3 {
+    for i in 0..3 {
+        let id = format!("lockout-attempt-{i}");
         assert_eq!(
-            c.get_with("/staff", &[("authorization", &wrong)])
-                .await
-                .status,
+            c.get_with(
+                "/staff",
+                &[("authorization", &wrong), ("x-request-id", &id)]
+            )
+            .await
+            .status,
             401
         );
     }
+    // The access log names who the refused credential claimed to be; the lockout that
+    // starts is a warning naming its kind and length.
+    eventually("the refused user and the lockout are logged", async || {
+        let logs = crate::support::logs();
+        logs.lines()
+            .any(|l| l.contains("lockout-attempt-0") && l.contains(r#""auth.attempted":"alice""#))
+            && logs.lines().any(|l| {
+                l.contains("lockout started")
+                    && l.contains(r#""lockout.kind":"user""#)
+                    && l.contains(r#""user.name":"alice""#)
+            })
+    })
+    .await;
+    assert!(
+        !crate::support::logs().contains("wrong-pw-lock"),
+        "never the password"
+    );
     let hashes = gw.metric(HASHES).await;
     let right = basic("alice", "alice-pw-lock");
     let r = c.get_with("/staff", &[("authorization", &right)]).await;
