@@ -86,7 +86,9 @@ pub(super) async fn serve_conn(
     };
     // A TLS record starts with a handshake byte; a request line starts with a method.
     // Plain HTTP gets a readable answer, as nginx gives, instead of a TLS alert.
-    if plain_http_on_tls_port(&stream, limits.header_read_timeout).await {
+    // One deadline for the first byte and the whole handshake.
+    let deadline = tokio::time::Instant::now() + limits.header_read_timeout;
+    if plain_http_on_tls_port(&stream, deadline).await {
         shared
             .metrics
             .handshake_errors
@@ -97,8 +99,7 @@ pub(super) async fn serve_conn(
         answer_plain_http(stream).await;
         return;
     }
-    let tls = match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await
-    {
+    let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             let reason = handshake_reason(&e);
@@ -140,11 +141,11 @@ pub(super) async fn serve_conn(
 
 /// Whether the client's first byte is an ASCII capital letter (a request line's method):
 /// a TLS client sends a handshake record (0x16) first. Waits for that byte at most
-/// `timeout`; a silent client is left to the handshake's own deadline.
-async fn plain_http_on_tls_port(stream: &TcpStream, timeout: Duration) -> bool {
+/// until `deadline`; a silent client then meets the handshake's (the same) deadline.
+async fn plain_http_on_tls_port(stream: &TcpStream, deadline: tokio::time::Instant) -> bool {
     let mut first = [0u8; 1];
     matches!(
-        tokio::time::timeout(timeout, stream.peek(&mut first)).await,
+        tokio::time::timeout_at(deadline, stream.peek(&mut first)).await,
         Ok(Ok(1)) if first[0].is_ascii_uppercase()
     )
 }
