@@ -383,7 +383,8 @@ async fn process(
         .counters
         .duration
         .observe(sent.elapsed().as_secs_f64());
-    let request_id = request_id.to_str().unwrap_or("-");
+    // Only a failure is logged with it.
+    let id = || request_id.to_str().unwrap_or("-");
     let mut resp = match answer {
         Ok(Ok(resp)) => {
             upstream.counters.success.inc();
@@ -396,7 +397,7 @@ async fn process(
                 _ => {}
             }
             upstream.counters.error.inc();
-            upstream.log_failure(request_id, target, &e);
+            upstream.log_failure(id(), target, &e);
             if matches!(e, SendError::Busy) {
                 return Err(Refusal::UpstreamBusy);
             }
@@ -405,7 +406,7 @@ async fn process(
         Err(_) => {
             upstream.counters.timeout.inc();
             upstream.log_failure(
-                request_id,
+                id(),
                 target,
                 &format_args!("no response head within {timeout:?}"),
             );
