@@ -29,6 +29,19 @@ pub enum Command {
         /// Config file.
         #[arg(long, short, default_value = "config/portcullis.toml")]
         config: PathBuf,
+        /// Also print the route table, in match order (the first match wins).
+        #[arg(long)]
+        routes: bool,
+        /// Print the route a request for PATH would take and what it needs (or 404/400)
+        /// instead of `ok`.
+        #[arg(long, value_name = "PATH")]
+        explain: Option<String>,
+        /// The request's method, with --explain.
+        #[arg(long, default_value = "GET", requires = "explain")]
+        method: String,
+        /// The request's Host, with --explain (default: none, which only host-less routes match).
+        #[arg(long, requires = "explain")]
+        host: Option<String>,
     },
     /// Self-contained tour on loopback with every implemented authenticator kind.
     Demo {
@@ -88,7 +101,21 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(config),
-        Command::Check { config } => check(config),
+        Command::Check {
+            config,
+            routes,
+            explain,
+            method,
+            host,
+        } => check(
+            config,
+            &CheckArgs {
+                routes,
+                explain,
+                method,
+                host,
+            },
+        ),
         Command::Demo { port } => crate::devkit::demo::run(port),
         Command::HashPassword {
             m_cost,
@@ -114,25 +141,43 @@ pub fn main() -> i32 {
     }
 }
 
+/// What `check` prints besides the verdict.
+struct CheckArgs {
+    routes: bool,
+    explain: Option<String>,
+    method: String,
+    host: Option<String>,
+}
+
 /// Loads the config and builds the snapshot it describes (without serving), so `check`
 /// refuses exactly what a start or a reload would.
-fn check(path: PathBuf) -> i32 {
+fn check(path: PathBuf, args: &CheckArgs) -> i32 {
+    let Ok(method) = http::Method::from_bytes(args.method.to_ascii_uppercase().as_bytes()) else {
+        eprintln!("error: invalid method {:?}", args.method);
+        return 2;
+    };
     let built = crate::config::load(&path)
         .map_err(|e| e.to_string())
         .and_then(|config| {
             let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
             crate::snapshot::Snapshot::build(config, &metrics).map_err(|e| e.to_string())
         });
-    match built {
-        Ok(_) => {
-            println!("ok");
-            0
-        }
+    let snapshot = match built {
+        Ok(s) => s,
         Err(e) => {
             println!("{e}");
-            1
+            return 1;
         }
+    };
+    let config = &snapshot.config;
+    if args.routes {
+        print!("{}", config.route_table());
     }
+    match &args.explain {
+        Some(target) => print!("{}", config.explain(target, &method, args.host.as_deref())),
+        None => println!("ok"),
+    }
+    0
 }
 
 /// Builds the runtime with `workers` threads. One worker gets a current-thread runtime:

@@ -328,6 +328,18 @@ impl Settings {
         }
     }
 
+    /// The `kind` it was configured as.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Settings::None => "none",
+            Settings::Mtls(_) => "mtls",
+            Settings::Basic(_) => "basic",
+            Settings::ApiKey(_) => "api_key",
+            Settings::Jwt(_) => "jwt",
+            Settings::Introspection(_) => "introspection",
+        }
+    }
+
     /// Whether this kind grants scopes (for `require.scopes` validation).
     pub fn grants_scopes(&self) -> bool {
         match self {

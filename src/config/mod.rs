@@ -6,6 +6,7 @@
 #[cfg(test)]
 mod doc_tests;
 pub mod error;
+mod explain;
 pub mod raw;
 pub mod secret;
 pub mod units;

@@ -73,6 +73,54 @@ fn check_prints_ok_or_every_problem() {
     assert_eq!(out.status.code(), Some(1));
 }
 
+/// `check --routes` prints the table in match order; `check --explain PATH` names the
+/// route a request would take and what it needs, or 404, and exits 0 either way.
+#[test]
+fn check_lists_routes_and_explains_a_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\ninsecure_plaintext = true\n[upstreams.a]\ntargets = [\"http://127.0.0.1:1\"]\n\
+         [authenticators.p]\nkind = \"none\"\n\
+         [authenticators.staff]\nkind = \"basic\"\nusers = { alice = \"$2b$04$abcdefghijklmnopqrstuu2r9OfJnfCsdneAXAGHnS4UpFFP8WIrW\" }\n\
+         [[routes]]\nname = \"admin\"\nmatch = { path_prefix = \"/admin\", methods = [\"GET\", \"POST\"] }\nupstream = \"a\"\nauth = \"staff\"\n\
+         [[routes]]\nname = \"health\"\nmatch = { path_prefix = \"/health\" }\nupstream = \"a\"\nauth = \"p\"\n",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        run(&["--routes"]),
+        "1. admin  [GET POST] /admin  -> a  auth: staff (basic)\n\
+         2. health  [*] /health  -> a  auth: p (none)\nok\n"
+    );
+    let admin = run(&["--explain", "/admin/users?page=2", "--method", "post"]);
+    assert!(
+        admin.starts_with("route admin (#1): [GET POST] /admin  -> a\nneeds: staff (basic)\n"),
+        "{admin}"
+    );
+    let health = run(&["--explain", "/health"]);
+    assert!(health.contains("admitted without credentials"), "{health}");
+    assert_eq!(
+        run(&["--explain", "/admin", "--method", "DELETE"]),
+        "404: no route matches DELETE /admin\n"
+    );
+}
+
 /// Runs `portcullis certs --out <dir> <args>` and asserts that it succeeded.
 fn certs(dir: &Path, args: &[&str]) {
     let out = Command::new(BIN)
