@@ -32,6 +32,10 @@ pub enum Command {
         /// Also print the route table, in match order (the first match wins).
         #[arg(long)]
         routes: bool,
+        /// Refuse the config on warnings too (e.g. a route needing weaker credentials in
+        /// front of one it takes requests from), exit 1.
+        #[arg(long)]
+        strict: bool,
         /// Print the route a request for PATH would take and what it needs (or 404/400)
         /// instead of `ok`.
         #[arg(long, value_name = "PATH")]
@@ -104,6 +108,7 @@ pub fn main() -> i32 {
         Command::Check {
             config,
             routes,
+            strict,
             explain,
             method,
             host,
@@ -111,6 +116,7 @@ pub fn main() -> i32 {
             config,
             &CheckArgs {
                 routes,
+                strict,
                 explain,
                 method,
                 host,
@@ -144,6 +150,7 @@ pub fn main() -> i32 {
 /// What `check` prints besides the verdict.
 struct CheckArgs {
     routes: bool,
+    strict: bool,
     explain: Option<String>,
     method: String,
     host: Option<String>,
@@ -170,6 +177,13 @@ fn check(path: PathBuf, args: &CheckArgs) -> i32 {
         }
     };
     let config = &snapshot.config;
+    let warnings = config.warning_lines();
+    for w in &warnings {
+        println!("warning: {w}");
+    }
+    if args.strict && !warnings.is_empty() {
+        return 1;
+    }
     if args.routes {
         print!("{}", config.route_table());
     }

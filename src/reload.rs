@@ -120,6 +120,9 @@ async fn reload(shared: &Shared, path: PathBuf) -> Result<(), ReloadError> {
             tracing::warn!(key, "changed, but takes effect only after a restart");
         }
     }
+    for w in cfg.warning_lines() {
+        tracing::warn!(warning = %w, "config warning");
+    }
     let snap = Snapshot::build(cfg, &shared.metrics)?;
     snap.inherit(&current);
     snap.start(&shared.metrics);

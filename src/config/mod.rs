@@ -3,6 +3,7 @@
 //! once as `FILE:LINE: KEY.PATH: message`. Files the config names (certs, keys, user
 //! files, secrets) are read here, so `portcullis check` proves they load.
 
+mod coverage;
 #[cfg(test)]
 mod doc_tests;
 pub mod error;
@@ -44,6 +45,9 @@ pub struct Config {
     pub authenticators: Vec<(String, auth::Settings)>,
     /// `[[routes]]` in file order.
     pub routes: Vec<Route>,
+    /// What is allowed but probably not meant (key path, message): a route needing weaker
+    /// credentials before one it takes requests from. `check --strict` refuses them.
+    pub warnings: Vec<(String, String)>,
 }
 
 /// `[server]`.
@@ -232,6 +236,21 @@ pub struct Require {
 }
 
 impl Config {
+    /// The warnings, placed like problems: `FILE:LINE: KEY.PATH: message`.
+    pub fn warning_lines(&self) -> Vec<String> {
+        let mut problems = Problems::default();
+        for (key, message) in &self.warnings {
+            problems.push(key.clone(), message.clone());
+        }
+        let doc = DeTable::parse(&self.source).ok();
+        problems
+            .into_error(&self.path, &self.source, doc.as_ref().map(|d| d.get_ref()))
+            .problems
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
     /// A problem at `key` (a key path such as `authenticators.idp.ca`) found after
     /// validation, worded and placed like every validation problem: `FILE:LINE: KEY: msg`.
     pub fn problem(&self, key: String, message: impl Into<String>) -> ConfigError {

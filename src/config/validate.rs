@@ -118,8 +118,10 @@ pub(super) fn validate(
 
     // Routes.
     let mut routes = Vec::new();
+    let mut written = 0;
     match table.remove("routes") {
         Some(toml::Value::Array(items)) => {
+            written = items.len();
             if items.is_empty() {
                 problems.push("routes", "no routes: add at least one [[routes]] entry");
             }
@@ -154,7 +156,15 @@ pub(super) fn validate(
         }
     }
 
+    // Their order, once every route is valid (positions are then the file's).
+    let warnings = if routes.len() == written {
+        super::coverage::check(&routes, &authenticators, problems)
+    } else {
+        Vec::new()
+    };
+
     Some(Config {
+        warnings,
         path: file.to_path_buf(),
         source: Arc::from(source),
         server: server?,

@@ -58,6 +58,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             "server.insecure_plaintext is set: serving plain HTTP; credentials travel in the clear"
         );
     }
+    for w in config.warning_lines() {
+        tracing::warn!(warning = %w, "config warning");
+    }
     let snapshot = Snapshot::build(config, &metrics)?;
     snapshot.start(&metrics);
     let shared = Arc::new(Shared::new(snapshot, metrics));
