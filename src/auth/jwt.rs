@@ -19,12 +19,12 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use rustls::pki_types::CertificateDer;
 use serde_json::{Map, Value};
 
-use super::bearer::{Bearer, Token, TokenKeys, TokenOptions, bearer};
+use super::bearer::{Bearer, MAX_TOKEN_BYTES, Token, TokenKeys, TokenOptions, bearer};
 use super::idp::idp_client;
 use super::jwks::{KeySet, Lookup, RemoteJwks, RemoteSettings};
 use super::memo::{Memo, owner_id};
@@ -65,6 +65,11 @@ pub struct Raw {
     pub forward_token: Option<bool>,
     pub forward_claims: Option<BTreeMap<String, String>>,
     pub cache_size: Option<i64>,
+    /// Read the token from this header, without a scheme, instead of `Authorization`.
+    pub token_header: Option<String>,
+    /// `"authorization"`: the token's `pay` claim must be the SHA-256 of the request's
+    /// `Authorization` value (an app token bound to the user credential beside it).
+    pub bind: Option<String>,
 }
 
 /// `kind = "jwt"`, checked: the key source with its key material loaded, one validation
@@ -74,6 +79,8 @@ pub struct Settings {
     validations: Vec<Validation>,
     options: TokenOptions,
     cache_size: usize,
+    token_header: Option<HeaderName>,
+    bind_authorization: bool,
 }
 
 /// Where the keys come from, before anything is fetched.
@@ -94,6 +101,10 @@ pub enum Keys {
 
 /// The JWT authenticator. Holds key material: no `Debug`.
 pub struct Jwt {
+    /// Where the token travels: `None` is `Authorization: Bearer`.
+    token_header: Option<HeaderName>,
+    /// The token's `pay` must be base64url(SHA-256(`Authorization`)).
+    bind_authorization: bool,
     keys: Keys,
     /// One validation per algorithm family on the allow-list (jsonwebtoken requires a
     /// validation's algorithms to share the key's family).
@@ -108,6 +119,29 @@ fn reject() -> Outcome {
     Outcome::Reject(RejectReason::InvalidToken)
 }
 
+/// Whether the token's `pay` claim is base64url(SHA-256(the request's one `Authorization`
+/// value)), compared in constant time.
+fn bound(id: &Identity, headers: &http::HeaderMap) -> bool {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    use subtle::ConstantTimeEq as _;
+    let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
+    let (Some(auth), None) = (all.next(), all.next()) else {
+        return false;
+    };
+    let Some(pay) = id
+        .claims
+        .as_ref()
+        .and_then(|c| c.get("pay"))
+        .and_then(Value::as_str)
+    else {
+        return false;
+    };
+    let want = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(auth.as_bytes()));
+    bool::from(want.as_bytes().ct_eq(pay.as_bytes()))
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -115,14 +149,37 @@ fn unix_now() -> u64 {
 }
 
 impl Jwt {
-    /// Verifies the request's bearer token.
+    /// Verifies the request's token (bearer, or from `token_header`), and its binding.
     pub async fn authenticate(&self, req: &RequestView<'_>) -> Outcome {
-        let token = match bearer(req.headers) {
-            Bearer::Absent => return Outcome::Absent,
-            Bearer::Malformed => return reject(),
-            Bearer::Token(t) => t,
+        let token = match &self.token_header {
+            None => match bearer(req.headers) {
+                Bearer::Absent => return Outcome::Absent,
+                Bearer::Malformed => return reject(),
+                Bearer::Token(t) => t,
+            },
+            Some(name) => {
+                let mut all = req.headers.get_all(name).iter();
+                let (Some(v), None) = (all.next(), all.next()) else {
+                    return if req.headers.contains_key(name) {
+                        reject()
+                    } else {
+                        Outcome::Absent
+                    };
+                };
+                match v.to_str().map(str::trim) {
+                    Ok(t) if !t.is_empty() && t.len() <= MAX_TOKEN_BYTES => Token::from(t),
+                    _ => return reject(),
+                }
+            }
         };
-        self.authenticate_token(token, &req.conn.memo).await
+        let outcome = self.authenticate_token(token, &req.conn.memo).await;
+        match outcome {
+            Outcome::Admit(id) if self.bind_authorization && !bound(&id, req.headers) => {
+                tracing::debug!("jwt rejected: pay does not bind the Authorization header");
+                reject()
+            }
+            other => other,
+        }
     }
 
     /// Verifies one bearer token: the connection's memo, then the cache, then the keys.
@@ -207,9 +264,23 @@ impl Jwt {
         self.options.challenges.realm()
     }
 
-    /// `Authorization` and the `forward_claims` headers.
+    /// The header the token travels in (`Authorization`, or `token_header`) and the
+    /// `forward_claims` headers.
     pub fn consumes(&self) -> Consumes {
-        self.options.consumes()
+        let mut c = self.options.consumes();
+        if let (Some(h), Some(first)) = (&self.token_header, c.headers.first_mut()) {
+            *first = h.clone();
+        }
+        c
+    }
+
+    /// The `forward_claims` headers (set by the gateway, so stripped on every route).
+    pub fn sets_headers(&self) -> Vec<HeaderName> {
+        self.options
+            .forward_claims
+            .iter()
+            .map(|(_, h)| h.clone())
+            .collect()
     }
 
     /// Err until a `jwks_url` has loaded keys.
@@ -530,6 +601,43 @@ impl Settings {
                 1
             }
         };
+        let token_header = match r.token_header.as_deref() {
+            None => None,
+            Some(h) => match HeaderName::from_bytes(h.as_bytes()) {
+                Ok(n) if n != http::header::AUTHORIZATION && n != http::header::HOST => Some(n),
+                _ => {
+                    problems.push(
+                        format!("{base}.token_header"),
+                        format!("invalid header name \"{h}\" (and not Authorization or Host)"),
+                    );
+                    None
+                }
+            },
+        };
+        if token_header.is_some() && r.forward_token == Some(true) {
+            problems.push(
+                format!("{base}.forward_token"),
+                "`forward_token` keeps `Authorization`; with `token_header` it would forward another authenticator's credential",
+            );
+        }
+        let bind_authorization = match r.bind.as_deref() {
+            None => false,
+            Some("authorization") if r.token_header.is_some() => true,
+            Some("authorization") => {
+                problems.push(
+                    format!("{base}.bind"),
+                    "`bind = \"authorization\"` needs `token_header`: the token must travel beside the credential it is bound to",
+                );
+                false
+            }
+            Some(b) => {
+                problems.push(
+                    format!("{base}.bind"),
+                    format!("unknown binding \"{b}\" (expected \"authorization\")"),
+                );
+                false
+            }
+        };
         if problems.len() != before {
             return None;
         }
@@ -538,6 +646,8 @@ impl Settings {
             validations,
             options: options?,
             cache_size,
+            token_header,
+            bind_authorization,
         })
     }
 
@@ -553,6 +663,8 @@ impl Settings {
             }
         };
         Ok(Jwt {
+            token_header: self.token_header.clone(),
+            bind_authorization: self.bind_authorization,
             keys,
             validations: self.validations.clone(),
             options: self.options.clone(),
@@ -593,6 +705,36 @@ mod tests {
             Settings::read("idp", secret_raw(), "authenticators.idp", &ctx(), &mut p).is_some()
         );
         assert_eq!(p.len(), 0, "{}", messages(&p));
+    }
+
+    #[test]
+    fn a_binding_needs_a_token_header_of_its_own() {
+        let mut p = Problems::default();
+        let mut r = secret_raw();
+        r.bind = Some("authorization".into());
+        assert!(Settings::read("app", r, "a", &ctx(), &mut p).is_none());
+        assert!(
+            messages(&p).contains("needs `token_header`"),
+            "{}",
+            messages(&p)
+        );
+        for (header, forward) in [("Authorization", None), ("X-App-Token", Some(true))] {
+            let mut p = Problems::default();
+            let mut r = secret_raw();
+            r.token_header = Some(header.into());
+            r.forward_token = forward;
+            assert!(
+                Settings::read("app", r, "a", &ctx(), &mut p).is_none(),
+                "{header}"
+            );
+        }
+        let mut p = Problems::default();
+        let mut r = secret_raw();
+        r.token_header = Some("X-App-Token".into());
+        r.bind = Some("authorization".into());
+        let s = Settings::read("app", r, "a", &ctx(), &mut p).unwrap();
+        let consumed = s.build("app").unwrap().consumes().headers;
+        assert_eq!(consumed, [HeaderName::from_static("x-app-token")]);
     }
 
     #[test]

@@ -468,7 +468,8 @@ impl Authenticator {
     /// cannot send them where this authenticator does not run.
     pub fn sets_headers(&self) -> Vec<http::HeaderName> {
         match self {
-            Authenticator::Jwt(_) | Authenticator::Introspection(_) => self
+            Authenticator::Jwt(a) => a.sets_headers(),
+            Authenticator::Introspection(_) => self
                 .consumes()
                 .headers
                 .into_iter()

@@ -1035,3 +1035,59 @@ async fn bound_token_needs_its_certificate() {
     let r = gw.client().get_with("/bound/x", &hdr).await;
     assert_eq!(r.status, 401);
 }
+
+// ---------------------------------------------------------------------------------------
+// App + user: an app token in its own header, bound to the user's `Authorization`.
+
+/// `{ all = ["app", "staff"] }` with the app's JWT in `X-App-Token` and `bind =
+/// "authorization"`: admitted only when the token's `pay` is the SHA-256 of this request's
+/// `Authorization`, so a stolen app token cannot ride along another user's password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_token_is_bound_to_the_user_credential_beside_it() {
+    let bob = bcrypt::hash("bob-app-pw", 4).unwrap();
+    let eve = bcrypt::hash("eve-app-pw", 4).unwrap();
+    let body = format!(
+        "[authenticators.app]\nkind = \"jwt\"\nsecret = \"{HMAC}\"\nissuer = \"{ISS}\"\naudiences = [\"api\"]\ntoken_header = \"X-App-Token\"\nbind = \"authorization\"\n\n\
+         [authenticators.staff]\nkind = \"basic\"\nusers = {{ bob = \"{bob}\", eve = \"{eve}\" }}\n\n{}",
+        route("both", r#"{ all = ["app", "staff"] }"#, "")
+    );
+    let gw = gateway(&body).start().await;
+    let c = gw.client();
+    let user = STANDARD.encode("bob:bob-app-pw");
+    let authorization = format!("Basic {user}");
+    let pay = URL_SAFE_NO_PAD.encode(Sha256::digest(authorization.as_bytes()));
+    let app = hs256(&claims(json!({"sub": "mobile-app", "pay": pay})));
+    let send = |auth: String, token: Option<String>| {
+        let c = c.clone();
+        async move {
+            let mut h = vec![("authorization".to_string(), auth)];
+            if let Some(t) = token {
+                h.push(("x-app-token".to_string(), t));
+            }
+            let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            c.get_with("/both/x", &h).await
+        }
+    };
+    let r = send(authorization.clone(), Some(app.clone())).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.upstream_header("x-auth-method").as_deref(),
+        Some("jwt,basic")
+    );
+    assert_eq!(
+        r.upstream_header("x-app-token"),
+        None,
+        "the app token is not forwarded"
+    );
+    assert_eq!(r.upstream_header("authorization"), None);
+    // The same app token beside another user's (valid) credential: refused.
+    let eve_auth = format!("Basic {}", STANDARD.encode("eve:eve-app-pw"));
+    assert_eq!(send(eve_auth, Some(app.clone())).await.status, 401);
+    // No `pay`, or no app token at all: refused.
+    let unbound = hs256(&claims(json!({"sub": "mobile-app"})));
+    assert_eq!(send(authorization.clone(), Some(unbound)).await.status, 401);
+    assert_eq!(send(authorization.clone(), None).await.status, 401);
+    // The binding is checked on every request, not only when the token is first verified.
+    assert_eq!(send(authorization, Some(app)).await.status, 200);
+    gw.shutdown().await;
+}
