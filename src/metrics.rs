@@ -276,6 +276,14 @@ impl Metrics {
         }
     }
 
+    /// Drops the gauges of an upstream a reload removed (its counters stay: they are
+    /// totals, and Prometheus handles a series that stops growing).
+    pub fn forget_upstream(&self, name: &str) {
+        self.healthy_targets.remove(&UpstreamLabel {
+            upstream: name.to_string(),
+        });
+    }
+
     /// Replaces every `portcullis_certificate_expiry_timestamp_seconds` series (on start
     /// and on each reload, so a removed certificate stops being reported).
     pub fn set_certificate_expiry(&self, certs: &[(String, i64)]) {

@@ -126,6 +126,15 @@ async fn reload(shared: &Shared, path: PathBuf) -> Result<(), ReloadError> {
     let snap = Snapshot::build(cfg, &shared.metrics)?;
     snap.inherit(&current);
     snap.start(&shared.metrics);
+    // An upstream the new config no longer has must not keep reporting its last health
+    // (a 0 left behind would keep "no healthy target" alerts firing).
+    for gone in current
+        .upstreams
+        .iter()
+        .filter(|u| !snap.upstreams.iter().any(|n| n.name == u.name))
+    {
+        shared.metrics.forget_upstream(&gone.name);
+    }
     shared.snapshot.store(Arc::new(snap));
     Ok(())
 }

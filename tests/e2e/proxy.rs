@@ -636,6 +636,21 @@ auth = "public"
     assert_eq!(gw.metric(healthy).await, 1.0);
 }
 
+/// An upstream a reload removes stops reporting its health: a 0 left behind would keep a
+/// "no healthy target" alert firing for something that no longer exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_upstream_stops_reporting_health() {
+    let spare = "\n[upstreams.spare]\ntargets = [\"http://127.0.0.1:9\"]\n\n[[routes]]\nname = \"spare\"\nmatch = { path_prefix = \"/spare\" }\nupstream = \"spare\"\nauth = \"public\"\n";
+    let base = crate::support::PUBLIC;
+    let mut gw = gateway(&format!("{base}{spare}")).start().await;
+    let series = "portcullis_upstream_healthy_targets{upstream=\"spare\"}";
+    assert!(gw.admin_get("/metrics").await.text().contains(series));
+    gw.rewrite_and_reload(base).await.unwrap();
+    let text = gw.admin_get("/metrics").await.text();
+    assert!(!text.contains(series), "{text}");
+    assert!(text.contains("portcullis_upstream_healthy_targets{upstream=\"echo\"} 1"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_swaps_routes_and_rejects_broken_config() {
     let mut gw = start().await;
