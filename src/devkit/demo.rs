@@ -35,12 +35,20 @@ async fn tour(port: u16) -> anyhow::Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     let echo = crate::devkit::echo::spawn(([127, 0, 0, 1], 0).into(), None).await?;
-    let idp = idp::spawn().await?;
-    let d = dir.display();
     // Throw-away credentials for the basic and api_key routes.
     let mut pw = [0u8; 12];
     rand::fill(&mut pw);
     let demo_password = hex::encode(pw);
+    // What curl's `-u demo:PASSWORD` sends, for the app token bound to it.
+    let demo_basic = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("demo:{demo_password}")
+        )
+    );
+    let idp = idp::spawn(&demo_basic).await?;
+    let d = dir.display();
     let demo_hash = crate::credentials::hash_password(&demo_password, 19_456, 2, 1)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let (demo_key, demo_key_hash) = crate::credentials::new_api_key("demo");
@@ -134,6 +142,21 @@ name = "introspection"
 match = {{ path_prefix = "/opaque" }}
 upstream = "echo"
 auth = "opaque"
+
+[authenticators.app]
+kind = "jwt"
+jwks_url = "http://{idp_addr}/jwks"
+issuer = "{issuer}"
+audiences = ["{audience}"]
+algorithms = ["ES256"]
+token_header = "X-App-Token"
+bind = "authorization"
+
+[[routes]]
+name = "app"
+match = {{ path_prefix = "/app" }}
+upstream = "echo"
+auth = {{ all = ["app", "staff"] }}
 "#,
         echo = echo.addr,
         idp_addr = idp.addr,
@@ -241,6 +264,16 @@ auth = "opaque"
         "curl --cacert {d}/ca.crt -H 'Authorization: Bearer {}' https://localhost:{}/opaque/orders\n",
         idp.opaque,
         addr.port()
+    )?;
+    writeln!(
+        out,
+        "# app + user ({{ all = [\"app\", \"staff\"] }}): an app token in X-App-Token whose `pay` claim\n\
+         # binds it to this user's Authorization; with another password the answer is 401"
+    )?;
+    writeln!(
+        out,
+        "curl --cacert {d}/ca.crt -u demo:{demo_password} -H 'X-App-Token: {}' https://localhost:{port}/app/orders\n",
+        idp.app_jwt
     )?;
     writeln!(out, "# admin: health, readiness and metrics")?;
     writeln!(out, "curl http://{admin}/readyz")?;

@@ -30,6 +30,8 @@ pub(super) struct DemoIdp {
     pub addr: SocketAddr,
     /// A signed JWT (ES256, 1 hour, scope `orders:read`).
     pub jwt: String,
+    /// An app token (`X-App-Token`) bound to one `Authorization` value by its `pay` claim.
+    pub app_jwt: String,
     /// The one active opaque token.
     pub opaque: String,
     /// Client secret the introspection endpoint expects.
@@ -55,8 +57,9 @@ fn random_hex() -> String {
     hex::encode(b)
 }
 
-/// Generates the key and tokens and starts serving on 127.0.0.1:0.
-pub(super) async fn spawn() -> anyhow::Result<DemoIdp> {
+/// Generates the key and tokens and starts serving on 127.0.0.1:0. The app token is bound
+/// to `bound_to`, the whole `Authorization` value it must travel beside.
+pub(super) async fn spawn(bound_to: &str) -> anyhow::Result<DemoIdp> {
     let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let raw = kp.public_key_raw();
     let (x, y) = match (raw.get(1..33), raw.get(33..65)) {
@@ -73,6 +76,10 @@ pub(super) async fn spawn() -> anyhow::Result<DemoIdp> {
     header.kid = Some("demo-1".into());
     let key = EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes())?;
     let jwt = jsonwebtoken::encode(&header, &claims, &key)?;
+    let pay = URL_SAFE_NO_PAD.encode(<sha2::Sha256 as sha2::Digest>::digest(bound_to.as_bytes()));
+    let app_claims = serde_json::json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "demo-app",
+        "iat": now, "exp": now + 3600, "pay": pay});
+    let app_jwt = jsonwebtoken::encode(&header, &app_claims, &key)?;
     let opaque = format!("demo-opaque-{}", random_hex());
     let client_secret = random_hex();
     let basic = format!(
@@ -100,6 +107,7 @@ pub(super) async fn spawn() -> anyhow::Result<DemoIdp> {
     Ok(DemoIdp {
         addr,
         jwt,
+        app_jwt,
         opaque,
         client_secret,
         task,
