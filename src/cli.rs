@@ -25,28 +25,7 @@ pub enum Command {
         config: PathBuf,
     },
     /// Validate the config and every file it names; print `ok` or every problem.
-    Check {
-        /// Config file.
-        #[arg(long, short, default_value = "config/portcullis.toml")]
-        config: PathBuf,
-        /// Also print the route table, in match order (the first match wins).
-        #[arg(long)]
-        routes: bool,
-        /// Refuse the config on warnings too (e.g. a route needing weaker credentials in
-        /// front of one it takes requests from), exit 1.
-        #[arg(long)]
-        strict: bool,
-        /// Print the route a request for PATH would take and what it needs (or 404/400)
-        /// instead of `ok`.
-        #[arg(long, value_name = "PATH")]
-        explain: Option<String>,
-        /// The request's method, with --explain.
-        #[arg(long, default_value = "GET", requires = "explain")]
-        method: String,
-        /// The request's Host, with --explain (default: none, which only host-less routes match).
-        #[arg(long, requires = "explain")]
-        host: Option<String>,
-    },
+    Check(CheckArgs),
     /// Self-contained tour on loopback with every implemented authenticator kind.
     Demo {
         /// Public port (0 = any free port).
@@ -74,30 +53,7 @@ pub enum Command {
     /// Write a development CA (valid 5 years), a server certificate (valid 1 year) and a
     /// client certificate (valid 30 days). An existing CA in --out is reused, so the
     /// certificates it issued keep verifying; --force makes a new one.
-    Certs {
-        /// Output directory.
-        #[arg(long)]
-        out: PathBuf,
-        /// Server host names / IPs (default: localhost, 127.0.0.1).
-        #[arg(long = "host")]
-        hosts: Vec<String>,
-        /// Also issue a client certificate with this name (NAME.crt / NAME.key), reusing
-        /// an existing ca.crt/ca.key in --out if present.
-        #[arg(long)]
-        client: Option<String>,
-        /// URI SANs for the client certificate (e.g. spiffe://example.org/billing).
-        #[arg(long = "uri")]
-        uris: Vec<String>,
-        /// Validity of the server and client certificates issued now, in days (default:
-        /// 365 for the server certificate, 30 for client certificates; at most 1825, the
-        /// CA's own validity).
-        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1825))]
-        days: Option<u16>,
-        /// Replace an existing CA in --out with a new one. Every certificate the old CA
-        /// issued (client certificates handed out, trust stores) stops verifying.
-        #[arg(long)]
-        force: bool,
-    },
+    Certs(CertsArgs),
 }
 
 /// Runs the CLI and returns the process exit code.
@@ -105,23 +61,7 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => run(config),
-        Command::Check {
-            config,
-            routes,
-            strict,
-            explain,
-            method,
-            host,
-        } => check(
-            config,
-            &CheckArgs {
-                routes,
-                strict,
-                explain,
-                method,
-                host,
-            },
-        ),
+        Command::Check(args) => check(&args),
         Command::Demo { port } => crate::devkit::demo::run(port),
         Command::HashPassword {
             m_cost,
@@ -129,41 +69,43 @@ pub fn main() -> i32 {
             p_cost,
         } => hash_password(m_cost, t_cost, p_cost),
         Command::GenApiKey { prefix } => gen_api_key(&prefix),
-        Command::Certs {
-            out,
-            hosts,
-            client,
-            uris,
-            days,
-            force,
-        } => certs(CertsArgs {
-            out,
-            hosts,
-            client,
-            uris,
-            days,
-            force,
-        }),
+        Command::Certs(args) => certs(args),
     }
 }
 
-/// What `check` prints besides the verdict.
-struct CheckArgs {
+/// `portcullis check`.
+#[derive(clap::Args, Debug)]
+pub struct CheckArgs {
+    /// Config file.
+    #[arg(long, short, default_value = "config/portcullis.toml")]
+    config: PathBuf,
+    /// Also print the route table, in match order (the first match wins).
+    #[arg(long)]
     routes: bool,
+    /// Refuse the config on warnings too (e.g. a route needing weaker credentials in
+    /// front of one it takes requests from), exit 1.
+    #[arg(long)]
     strict: bool,
+    /// Print the route a request for PATH would take and what it needs (or 404/400)
+    /// instead of `ok`.
+    #[arg(long, value_name = "PATH")]
     explain: Option<String>,
+    /// The request's method, with --explain.
+    #[arg(long, default_value = "GET", requires = "explain")]
     method: String,
+    /// The request's Host, with --explain (default: none, which only host-less routes match).
+    #[arg(long, requires = "explain")]
     host: Option<String>,
 }
 
 /// Loads the config and builds the snapshot it describes (without serving), so `check`
 /// refuses exactly what a start or a reload would.
-fn check(path: PathBuf, args: &CheckArgs) -> i32 {
+fn check(args: &CheckArgs) -> i32 {
     let Ok(method) = http::Method::from_bytes(args.method.to_ascii_uppercase().as_bytes()) else {
         eprintln!("error: invalid method {:?}", args.method);
         return 2;
     };
-    let built = crate::config::load(&path)
+    let built = crate::config::load(&args.config)
         .map_err(|e| e.to_string())
         .and_then(|config| {
             let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
@@ -291,13 +233,30 @@ fn gen_api_key(prefix: &str) -> i32 {
     0
 }
 
-/// What `portcullis certs` was asked for.
-struct CertsArgs {
+/// `portcullis certs`.
+#[derive(clap::Args, Debug)]
+pub struct CertsArgs {
+    /// Output directory.
+    #[arg(long)]
     out: PathBuf,
+    /// Server host names / IPs (default: localhost, 127.0.0.1).
+    #[arg(long = "host")]
     hosts: Vec<String>,
+    /// Also issue a client certificate with this name (NAME.crt / NAME.key), reusing
+    /// an existing ca.crt/ca.key in --out if present.
+    #[arg(long)]
     client: Option<String>,
+    /// URI SANs for the client certificate (e.g. spiffe://example.org/billing).
+    #[arg(long = "uri")]
     uris: Vec<String>,
+    /// Validity of the server and client certificates issued now, in days (default:
+    /// 365 for the server certificate, 30 for client certificates; at most 1825, the
+    /// CA's own validity).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1825))]
     days: Option<u16>,
+    /// Replace an existing CA in --out with a new one. Every certificate the old CA
+    /// issued (client certificates handed out, trust stores) stops verifying.
+    #[arg(long)]
     force: bool,
 }
 

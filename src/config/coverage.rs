@@ -85,7 +85,7 @@ fn is_none(i: usize, authenticators: &[(String, Settings)]) -> bool {
 }
 
 /// Whether a request with no credential can pass.
-fn admits_anyone(expr: &AuthExpr, authenticators: &[(String, Settings)]) -> bool {
+pub(super) fn admits_anyone(expr: &AuthExpr, authenticators: &[(String, Settings)]) -> bool {
     match expr {
         AuthExpr::Any(ids) => ids.iter().any(|i| is_none(*i, authenticators)),
         AuthExpr::All(ids) => ids.iter().all(|i| is_none(*i, authenticators)),

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use http::Method;
 
+use super::coverage::admits_anyone;
 use super::{AuthExpr, Config, Route};
 use crate::route::{Matcher, host_without_port};
 
@@ -58,7 +59,7 @@ impl Config {
             self.auth_text(&r.auth),
             require_text(r),
         );
-        if self.admits_anyone(&r.auth) {
+        if admits_anyone(&r.auth, &self.authenticators) {
             out.push_str("admitted without credentials (the route is public)\n");
         }
         out
@@ -81,19 +82,6 @@ impl Config {
             AuthExpr::Any(ids) if ids.len() == 1 => ids.iter().map(name).collect(),
             AuthExpr::Any(ids) => format!("any of [{}]", join(ids.iter().map(name))),
             AuthExpr::All(ids) => format!("all of [{}]", join(ids.iter().map(name))),
-        }
-    }
-
-    /// Whether a request with no credential at all can pass `expr`.
-    pub(crate) fn admits_anyone(&self, expr: &AuthExpr) -> bool {
-        let none = |i: &usize| {
-            self.authenticators
-                .get(*i)
-                .is_some_and(|(_, s)| s.kind() == "none")
-        };
-        match expr {
-            AuthExpr::Any(ids) => ids.iter().any(none),
-            AuthExpr::All(ids) => ids.iter().all(none),
         }
     }
 }
